@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Each installs what is missing into the project-local virtual environment .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench bench-perf protos clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m transplant.demo
+
+test: $(STAMP)
+	bash tests/setup_services.sh
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m transplant.cli bench all
+
+bench-perf: $(STAMP)
+	$(PY) -m benchmarks.perf
+
+protos: $(STAMP)
+	$(PY) -m protos.build
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,126 @@
+"""What every transplant method sees, and the registry that selects one by name (like torchdistill)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from transplant.adapter import Adapter, AdapterConfig
+from transplant.spec.build import SpecModule
+from transplant.teacher import task_loss
+
+
+@dataclass
+class Samples:
+    """The few labelled samples of the new category (may be empty: data-free)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class TransplantProblem:
+    """Transplant category module f into frozen task module g_S, mimicking g_T (paper Eqn. 1)."""
+
+    task: str                                  # "classification" | "segmentation"
+    category_module: SpecModule                # f: the new category's module (frozen)
+    teacher_task: SpecModule                   # g_T: the new category's own task module (frozen)
+    student_task: SpecModule                   # g_S: the generic task module (frozen)
+    adapter_config: AdapterConfig              # M, n, kernel, beta, permutation
+    samples: Samples | None = None
+    generic_category_module: SpecModule | None = None  # f_S: used only by the stitching baseline
+
+    @property
+    def num_samples(self) -> int:
+        return 0 if self.samples is None else len(self.samples)
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """How pseudo-gradients are drawn (ALGORITHM.md "Choice of G")."""
+
+    g_mode: str = "auto"          # "ones_masked" (Exp.1), "enlarged" (Exp.2), "uniform" (segmentation)
+    p_ones: float = 0.2           # fraction of ones in dummy_2nd masks
+    enlarged_size: int = 7        # S of the enlarged G
+    lambda_scale: float | None = None  # 10 (classification) or 1 (segmentation) when None
+    draws_per_step: int = 16
+    pool_size: int = 512          # draws computed once and cached (B_T(G), B_S(G) need no gradients)
+
+    def mode_for(self, task: str) -> str:
+        if self.g_mode != "auto":
+            return self.g_mode
+        return "uniform" if task == "segmentation" else "ones_masked"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str = "back_distill"
+    steps: int = 600
+    lr: float = 1e-3
+    seed: int = 0
+    batch_size: int = 64          # labelled samples per step (all of them when fewer)
+    distill: DistillSettings = field(default_factory=DistillSettings)
+
+
+Progress = Callable[[int, int, dict[str, float]], None]  # (step, total, loss parts)
+
+
+class Method(ABC):
+    """A way to learn the adapter; only the adapter's parameters ever change."""
+
+    name = ""
+    needs_samples = False
+    iterative = True
+
+    def __init__(self, problem: TransplantProblem, config: TrainConfig, generator: torch.Generator):
+        if self.needs_samples and problem.num_samples == 0:
+            raise ValueError(f"method '{self.name}' needs labelled samples; got none")
+        self.problem = problem
+        self.config = config
+        self.generator = generator
+        self.features = None
+        if problem.samples is not None and len(problem.samples):
+            with torch.no_grad():  # f is frozen: its features of the samples are computed once
+                self.features = problem.category_module(problem.samples.images)
+
+    def sample_batch(self) -> torch.Tensor:
+        n = len(self.features)
+        if n <= self.config.batch_size:
+            return torch.arange(n)
+        return torch.randperm(n, generator=self.generator)[: self.config.batch_size]
+
+    def task_loss(self, adapter: Adapter, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, student output) on labelled samples idx."""
+        s = self.problem.samples
+        output = self.problem.student_task(adapter(self.features[idx]))
+        masks = None if s.masks is None else s.masks[idx]
+        return task_loss(self.problem.task, output, s.labels[idx], masks), output
+
+    @abstractmethod
+    def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
+        """One step's loss and its named parts (for progress and metrics)."""
+
+    def solve(self, adapter: Adapter) -> None:
+        """Closed-form methods set the adapter here instead of iterating."""
+        raise NotImplementedError
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise ValueError(f"unknown method '{name}'; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+

@@ -1,0 +1,47 @@
+"""Task metrics: binary error rate, pixel accuracy and object IoU (all in percent)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def predict(forward: Forward, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    return torch.cat([forward(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def error_rate(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Single-category classification: a positive logit means "this category"."""
+    predicted = (logits.reshape(-1) > 0).long()
+    return 100.0 * float((predicted != labels.reshape(-1)).float().mean())
+
+
+def pixel_accuracy(logits: torch.Tensor, masks: torch.Tensor) -> float:
+    return 100.0 * float((logits.argmax(1) == masks).float().mean())
+
+
+def object_iou(logits: torch.Tensor, masks: torch.Tensor) -> float:
+    """Intersection over union of the object class (label 1)."""
+    predicted = logits.argmax(1) == 1
+    truth = masks == 1
+    union = float((predicted | truth).sum())
+    return 100.0 * float((predicted & truth).sum()) / union if union else 100.0
+
+
+def background_pixel_accuracy(masks: torch.Tensor) -> float:
+    """What predicting "background" everywhere would score: the floor pixel accuracy must beat."""
+    return 100.0 * float((masks == 0).float().mean())
+
+
+def evaluate(forward: Forward, task: str, images: torch.Tensor, labels: torch.Tensor,
+             masks: torch.Tensor | None = None) -> dict[str, float]:
+    """All metrics of a task on a test split."""
+    logits = predict(forward, images)
+    if task == "classification":
+        return {"error_rate": error_rate(logits, labels)}
+    if masks is None:
+        raise ValueError("segmentation needs masks")
+    return {"pixel_accuracy": pixel_accuracy(logits, masks), "iou": object_iou(logits, masks)}

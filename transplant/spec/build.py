@@ -1,0 +1,152 @@
+"""Build runnable torch modules from specs; weights in and out as safetensors (never pickle)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+from torch.nn import functional as F
+
+from transplant.spec.schema import INPUT, ModuleSpec, Node, SpecError
+from transplant.spec.shapes import parameter_shapes
+
+
+class WeightsError(ValueError):
+    """Weights do not match their spec (names, shapes, dtypes) or hold NaN/Inf."""
+
+
+def _layer(node: Node) -> nn.Module | None:
+    a = node.attrs
+    if node.op == "conv2d":
+        return nn.Conv2d(a["in_channels"], a["out_channels"], a["kernel_size"], a["stride"],
+                         a["padding"], a["dilation"], bias=a["bias"])
+    if node.op == "conv_transpose2d":
+        return nn.ConvTranspose2d(a["in_channels"], a["out_channels"], a["kernel_size"], a["stride"],
+                                  a["padding"], a["output_padding"], bias=a["bias"], dilation=a["dilation"])
+    if node.op == "linear":
+        return nn.Linear(a["in_features"], a["out_features"], bias=a["bias"])
+    if node.op == "batchnorm2d":
+        return nn.BatchNorm2d(a["num_features"], eps=a["eps"])
+    if node.op == "dropout":
+        return nn.Dropout(a["p"])
+    return None  # stateless ops run functionally
+
+
+class SpecModule(nn.Module):
+    """A torch module that executes a ModuleSpec node by node.
+
+    Parameters are named exactly `<node>.<param>`, the names in the safetensors file.
+    """
+
+    def __init__(self, spec: ModuleSpec):
+        super().__init__()
+        self.spec = spec
+        self.layers = nn.ModuleDict()
+        for node in spec.nodes:
+            layer = _layer(node)
+            if layer is not None:
+                self.layers[node.name] = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)[self.spec.output]
+
+    def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every node's output (useful for features, e.g. the last layer for PCA plots)."""
+        values: dict[str, torch.Tensor] = {INPUT: x}
+        for node in self.spec.nodes:
+            values[node.name] = self.apply_node(node, [values[s] for s in node.inputs])
+        return values
+
+    def apply_node(self, node: Node, ins: list[torch.Tensor]) -> torch.Tensor:
+        a, x = node.attrs, ins[0]
+        if node.name in self.layers:
+            return self.layers[node.name](x)
+        if node.op == "relu":
+            return F.relu(x)
+        if node.op == "maxpool2d":
+            return F.max_pool2d(x, a["kernel_size"], a["stride"], a["padding"])
+        if node.op == "avgpool2d":
+            return F.avg_pool2d(x, a["kernel_size"], a["stride"], a["padding"])
+        if node.op == "flatten":
+            return x.flatten(1)
+        if node.op == "add":
+            out = ins[0]
+            for other in ins[1:]:
+                out = out + other
+            return out
+        if node.op == "crop":
+            h, w = ins[1].shape[-2:] if len(ins) == 2 else (a["size"], a["size"])
+            off = a["offset"]
+            return x[:, :, off:off + h, off:off + w]
+        raise SpecError(f"node '{node.name}': no implementation for {node.op}")
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """`<node>.<param>` -> tensor, the names the spec promises (no batchnorm counters)."""
+        expected = parameter_shapes(self.spec)
+        state = {k.removeprefix("layers."): v for k, v in self.state_dict().items()}
+        return {k: state[k].detach().contiguous() for k in expected}
+
+
+def check_weights(spec: ModuleSpec, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Names, shapes and dtypes exactly as the spec says; every value finite."""
+    expected = parameter_shapes(spec)
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing:
+        raise WeightsError(f"weights miss tensor(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if extra:
+        raise WeightsError(f"weights hold unexpected tensor(s) {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+    for name, shape in expected.items():
+        tensor = tensors[name]
+        if tuple(tensor.shape) != shape:
+            raise WeightsError(f"tensor '{name}' has shape {list(tensor.shape)}, the spec says {list(shape)}")
+        if tensor.dtype != torch.float32:
+            raise WeightsError(f"tensor '{name}' has dtype {tensor.dtype}, expected float32")
+        if not torch.isfinite(tensor).all():
+            raise WeightsError(f"tensor '{name}' holds NaN or Inf values")
+
+
+def build_module(spec: ModuleSpec, weights: Mapping[str, torch.Tensor] | None = None) -> SpecModule:
+    """A runnable module in eval mode; with weights, they are checked then loaded."""
+    module = SpecModule(spec)
+    if weights is not None:
+        check_weights(spec, weights)
+        state = module.state_dict()
+        for name, tensor in weights.items():
+            state[f"layers.{name}"] = tensor
+        module.load_state_dict(state)
+    return module.eval()
+
+
+def weights_to_bytes(module: SpecModule) -> bytes:
+    return st_save(module.weights(), metadata={"spec": module.spec.name})
+
+
+def weights_from_bytes(data: bytes, spec: ModuleSpec | None = None) -> dict[str, torch.Tensor]:
+    """Parse safetensors bytes (a format that cannot execute code); check against a spec if given."""
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
+        raise WeightsError(f"weights are not a valid safetensors file: {exc}") from None
+    if spec is not None:
+        check_weights(spec, tensors)
+    return tensors
+
+
+def save_module(module: SpecModule, directory: Path | str) -> Path:
+    """`<dir>/module.json` + `<dir>/module.safetensors`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "module.json").write_text(module.spec.dumps())
+    (directory / "module.safetensors").write_bytes(weights_to_bytes(module))
+    return directory
+
+
+def load_module(directory: Path | str) -> SpecModule:
+    directory = Path(directory)
+    spec = ModuleSpec.loads((directory / "module.json").read_text())
+    return build_module(spec, weights_from_bytes((directory / "module.safetensors").read_bytes(), spec))

@@ -1,0 +1,262 @@
+"""Declarative module specs: a DAG of named nodes from a closed set of layer types.
+
+A spec is plain JSON, so it can cross the network and be validated before anything
+is built from it. Weights travel separately as safetensors, named `<node>.<param>`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SPEC_FORMAT = "transplant.module.v1"
+NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+INPUT = "input"  # the reserved name of a module's input tensor
+MAX_NODES = 1024
+MAX_SPEC_BYTES = 1 << 20
+DEFAULT_MAX_PARAMS = 200_000_000  # VGG-16 has 138M
+
+
+class SpecError(ValueError):
+    """A spec is malformed, inconsistent or too large; the message names the problem."""
+
+
+def _int(minimum: int) -> tuple[type, int]:
+    return (int, minimum)
+
+
+# op -> (required attrs, optional attrs with defaults); each attr: (type, minimum)
+_ATTRS: dict[str, tuple[dict[str, tuple[type, int]], dict[str, Any]]] = {
+    "conv2d": ({"in_channels": _int(1), "out_channels": _int(1), "kernel_size": _int(1)},
+               {"stride": 1, "padding": 0, "dilation": 1, "bias": True}),
+    "conv_transpose2d": ({"in_channels": _int(1), "out_channels": _int(1), "kernel_size": _int(1)},
+                         {"stride": 1, "padding": 0, "output_padding": 0, "dilation": 1, "bias": True}),
+    "relu": ({}, {}),
+    "maxpool2d": ({"kernel_size": _int(1)}, {"stride": None, "padding": 0}),
+    "avgpool2d": ({"kernel_size": _int(1)}, {"stride": None, "padding": 0}),
+    "linear": ({"in_features": _int(1), "out_features": _int(1)}, {"bias": True}),
+    "flatten": ({}, {}),
+    "dropout": ({}, {"p": 0.5}),
+    "batchnorm2d": ({"num_features": _int(1)}, {"eps": 1e-5}),
+    "add": ({}, {}),
+    "crop": ({}, {"offset": 0, "size": None}),  # crop to the 2nd input's H, W or to size
+}
+LAYER_TYPES = tuple(_ATTRS)
+_MIN_OPTIONAL = {"stride": 1, "padding": 0, "dilation": 1, "output_padding": 0, "offset": 0, "size": 1}
+_ARITY = {"add": (2, 16), "crop": (1, 2)}
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "op": self.op, "inputs": list(self.inputs), "attrs": dict(self.attrs)}
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """A validated module: nodes in topological order, one input, one output."""
+
+    name: str
+    input_shape: tuple[int, ...]  # (C, H, W) the module was built for
+    nodes: tuple[Node, ...]
+    output: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": SPEC_FORMAT,
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "nodes": [n.to_json() for n in self.nodes],
+            "output": self.output,
+            "metadata": dict(self.metadata),
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, doc: Any, max_params: int = DEFAULT_MAX_PARAMS) -> "ModuleSpec":
+        return parse_spec(doc, max_params=max_params)
+
+    @classmethod
+    def loads(cls, text: str | bytes, max_params: int = DEFAULT_MAX_PARAMS) -> "ModuleSpec":
+        if len(text) > MAX_SPEC_BYTES:
+            raise SpecError(f"spec is {len(text)} bytes, over the limit of {MAX_SPEC_BYTES}")
+        try:
+            doc = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SpecError(f"spec is not valid JSON: {exc}") from None
+        return parse_spec(doc, max_params=max_params)
+
+
+def _check_attrs(name: str, op: str, attrs: Any) -> dict[str, Any]:
+    if not isinstance(attrs, dict):
+        raise SpecError(f"node '{name}': attrs must be an object")
+    required, optional = _ATTRS[op]
+    unknown = set(attrs) - set(required) - set(optional)
+    if unknown:
+        raise SpecError(f"node '{name}' ({op}): unknown attribute(s) {sorted(unknown)}")
+    out: dict[str, Any] = {}
+    for key, (typ, minimum) in required.items():
+        if key not in attrs:
+            raise SpecError(f"node '{name}' ({op}): missing attribute '{key}'")
+        out[key] = _check_value(name, key, attrs[key], typ, minimum)
+    for key, default in optional.items():
+        value = attrs.get(key, default)
+        if key == "bias":
+            if not isinstance(value, bool):
+                raise SpecError(f"node '{name}': attribute 'bias' must be true or false")
+        elif key in ("p", "eps"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise SpecError(f"node '{name}': attribute '{key}' must be a number in [0, 1)")
+            if key == "eps" and value <= 0:
+                raise SpecError(f"node '{name}': attribute 'eps' must be positive")
+            value = float(value)
+        elif value is not None:
+            value = _check_value(name, key, value, int, _MIN_OPTIONAL.get(key, 0))
+        out[key] = value
+    if op in ("maxpool2d", "avgpool2d") and out["stride"] is None:
+        out["stride"] = out["kernel_size"]
+    if op in ("maxpool2d", "avgpool2d") and out["stride"] < 1:
+        raise SpecError(f"node '{name}': attribute 'stride' must be >= 1")
+    if op in ("maxpool2d", "avgpool2d") and 2 * out["padding"] > out["kernel_size"]:
+        raise SpecError(f"node '{name}': padding must be at most half the kernel size")
+    if op == "conv_transpose2d" and out["output_padding"] >= max(out["stride"], out["dilation"]):
+        raise SpecError(f"node '{name}': output_padding must be smaller than stride or dilation")
+    return out
+
+
+def _check_value(node: str, key: str, value: Any, typ: type, minimum: int) -> Any:
+    if isinstance(value, bool) or not isinstance(value, typ):
+        raise SpecError(f"node '{node}': attribute '{key}' must be an integer, got {value!r}")
+    if value < minimum or value > 1 << 20:
+        raise SpecError(f"node '{node}': attribute '{key}'={value} is out of range")
+    return value
+
+
+def _parse_node(raw: Any, index: int) -> Node:
+    if not isinstance(raw, dict):
+        raise SpecError(f"node #{index} must be an object")
+    unknown = set(raw) - {"name", "op", "inputs", "attrs"}
+    if unknown:
+        raise SpecError(f"node #{index}: unknown field(s) {sorted(unknown)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not NODE_NAME.match(name) or name == INPUT:
+        raise SpecError(f"node #{index}: invalid name {name!r} (letters, digits, '_'; not '{INPUT}')")
+    op = raw.get("op")
+    if op not in _ATTRS:
+        raise SpecError(f"node '{name}': unknown layer type {op!r}; known: {', '.join(LAYER_TYPES)}")
+    inputs = raw.get("inputs")
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        raise SpecError(f"node '{name}': inputs must be a list of node names")
+    low, high = _ARITY.get(op, (1, 1))
+    if not low <= len(inputs) <= high:
+        raise SpecError(f"node '{name}' ({op}): takes {low}..{high} input(s), got {len(inputs)}")
+    attrs = _check_attrs(name, op, raw.get("attrs", {}))
+    if op == "crop" and (len(inputs) == 2) == (attrs["size"] is not None):
+        raise SpecError(f"node '{name}' (crop): give either a reference input or a 'size', not both")
+    return Node(name, op, tuple(inputs), attrs)
+
+
+def _topological(nodes: list[Node], output: str) -> tuple[Node, ...]:
+    by_name: dict[str, Node] = {}
+    for node in nodes:
+        if node.name in by_name:
+            raise SpecError(f"duplicate node name '{node.name}'")
+        by_name[node.name] = node
+    for node in nodes:
+        for src in node.inputs:
+            if src != INPUT and src not in by_name:
+                raise SpecError(f"node '{node.name}': input '{src}' is not a node")
+    if output not in by_name:
+        raise SpecError(f"output '{output}' is not a node")
+    order = _kahn_order(nodes, by_name)
+    used = _ancestors(by_name, output)
+    dead = [n.name for n in nodes if n.name not in used]
+    if dead:
+        raise SpecError(f"node(s) {dead} do not contribute to the output '{output}'")
+    return tuple(order)
+
+
+def _kahn_order(nodes: list[Node], by_name: dict[str, Node]) -> list[Node]:
+    """Topological order (stable in the listed order); names the nodes on a cycle."""
+    pending = {n.name: len([s for s in n.inputs if s != INPUT]) for n in nodes}
+    consumers: dict[str, list[str]] = {}
+    for node in nodes:
+        for src in node.inputs:
+            consumers.setdefault(src, []).append(node.name)
+    ready = [n.name for n in nodes if pending[n.name] == 0]
+    order: list[Node] = []
+    while ready:
+        name = ready.pop(0)
+        order.append(by_name[name])
+        for user in consumers.get(name, []):
+            pending[user] -= 1
+            if pending[user] == 0:
+                ready.append(user)
+    if len(order) < len(nodes):
+        stuck = sorted(name for name, count in pending.items() if count > 0)
+        raise SpecError(f"cycle in the graph through node(s) {stuck}")
+    return order
+
+
+def _ancestors(by_name: dict[str, Node], output: str) -> set[str]:
+    seen, stack = set(), [output]
+    while stack:
+        name = stack.pop()
+        if name in seen or name == INPUT:
+            continue
+        seen.add(name)
+        stack.extend(by_name[name].inputs)
+    return seen
+
+
+def parse_spec(doc: Any, max_params: int = DEFAULT_MAX_PARAMS) -> ModuleSpec:
+    """Validate a JSON document into a ModuleSpec (structure, graph, shapes, size)."""
+    if not isinstance(doc, dict):
+        raise SpecError("spec must be a JSON object")
+    if doc.get("format") != SPEC_FORMAT:
+        raise SpecError(f"spec format must be '{SPEC_FORMAT}', got {doc.get('format')!r}")
+    unknown = set(doc) - {"format", "name", "input_shape", "nodes", "output", "metadata"}
+    if unknown:
+        raise SpecError(f"unknown top-level field(s) {sorted(unknown)}")
+    name = doc.get("name")
+    if not isinstance(name, str) or not 0 < len(name) <= 200:
+        raise SpecError("spec 'name' must be a non-empty string of at most 200 characters")
+    shape = doc.get("input_shape")
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 8192 for s in shape)):
+        raise SpecError(f"input_shape must be [C, H, W] of positive integers, got {shape!r}")
+    raw_nodes = doc.get("nodes")
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        raise SpecError("spec must have a non-empty list of nodes")
+    if len(raw_nodes) > MAX_NODES:
+        raise SpecError(f"spec has {len(raw_nodes)} nodes, over the limit of {MAX_NODES}")
+    metadata = doc.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise SpecError("metadata must be an object")
+    output = doc.get("output")
+    if not isinstance(output, str):
+        raise SpecError("spec 'output' must name a node")
+    nodes = _topological([_parse_node(raw, i) for i, raw in enumerate(raw_nodes)], output)
+    spec = ModuleSpec(name, tuple(shape), nodes, output, dict(metadata))
+    from transplant.spec.shapes import infer_shapes, parameter_count  # shapes needs the schema
+
+    infer_shapes(spec)
+    count = parameter_count(spec)
+    if count > max_params:
+        raise SpecError(f"spec has {count} parameters, over the limit of {max_params}")
+    return spec

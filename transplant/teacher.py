@@ -1,0 +1,120 @@
+"""Teacher nets: one category module shared by task modules, trained on one site's own data.
+
+This is the code a site agent runs; the experiments use it too, so teachers are made the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from transplant.architectures import CLASSIFICATION, SEGMENTATION, TeacherSpecs
+from transplant.metrics import evaluate
+from transplant.spec.build import SpecModule, build_module
+
+Progress = Callable[[int, int, float], None]  # (step, total_steps, loss)
+
+
+class TeacherNet(nn.Module):
+    def __init__(self, specs: TeacherSpecs):
+        super().__init__()
+        self.specs = specs
+        self.category = build_module(specs.category)
+        self.tasks = nn.ModuleDict({task: build_module(spec) for task, spec in specs.tasks.items()})
+        self.apply(_he_init)
+
+    def forward(self, images: torch.Tensor, task: str) -> torch.Tensor:
+        return self.tasks[task](self.category(images))
+
+    def task_module(self, task: str) -> SpecModule:
+        return self.tasks[task]  # type: ignore[return-value]
+
+
+def _he_init(layer: nn.Module) -> None:
+    """He init keeps the signal alive through a deep ReLU stack without batchnorm (VGG has none)."""
+    if isinstance(layer, (nn.Conv2d, nn.Linear)):
+        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+
+
+@dataclass(frozen=True)
+class TeacherTraining:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    seg_weight: float = 1.0
+
+
+def task_loss(task: str, output: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+    """Binary cross-entropy on the single logit, or per-pixel cross-entropy."""
+    if task == CLASSIFICATION:
+        return F.binary_cross_entropy_with_logits(output.reshape(-1), labels.float())
+    return F.cross_entropy(output, masks)
+
+
+def _batch_loss(net: TeacherNet, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None,
+                seg_weight: float) -> torch.Tensor:
+    features = net.category(images)
+    loss = torch.zeros(())
+    for task, module in net.tasks.items():
+        if task == SEGMENTATION:
+            if masks is None:
+                continue
+            loss = loss + seg_weight * task_loss(task, module(features), labels, masks)
+        else:
+            loss = loss + task_loss(task, module(features), labels, masks)
+    return loss
+
+
+def train_teacher(specs: TeacherSpecs, images: torch.Tensor, labels: torch.Tensor,
+                  masks: torch.Tensor | None = None, config: TeacherTraining = TeacherTraining(),
+                  progress: Progress | None = None) -> TeacherNet:
+    """Train all task modules of a teacher jointly on its category module (Adam, cross-entropy)."""
+    torch.manual_seed(config.seed)
+    net = TeacherNet(specs).train()
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = max(1, -(-len(images) // config.batch_size))
+    total, step = config.epochs * steps_per_epoch, 0
+    for _ in range(config.epochs):
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(images), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            loss = _batch_loss(net, images[idx], labels[idx], None if masks is None else masks[idx],
+                               config.seg_weight)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            step += 1
+            if progress:
+                progress(step, total, float(loss))
+    return net.eval()
+
+
+def evaluate_teacher(net: TeacherNet, images: torch.Tensor, labels: torch.Tensor,
+                     masks: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
+    """Metrics of every task: classification on the whole split, segmentation on its positives."""
+    results = {}
+    for task in net.tasks:
+        if task == SEGMENTATION:
+            if masks is None:
+                continue
+            keep = labels == 1
+            results[task] = evaluate(lambda x: net(x, task), task, images[keep], labels[keep], masks[keep])
+        else:
+            results[task] = evaluate(lambda x: net(x, task), task, images, labels)
+    return results
+
+
+@torch.no_grad()
+def feature_norm_mean(category_module: SpecModule, images: torch.Tensor, batch_size: int = 256) -> float:
+    """E ||f(I)||_F over images: the statistic a site sends instead of its images (for beta)."""
+    norms = [category_module(images[i:i + batch_size]).flatten(1).norm(dim=1)
+             for i in range(0, len(images), batch_size)]
+    return float(torch.cat(norms).mean())
