@@ -1,0 +1,135 @@
+"""Users' own images on local disk: an ImageFolder tree or a PASCAL-VOC-style segmentation tree."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from transplant.data.common import CategoryDataset, Split, binary_split, stratified_holdout
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+VOC_VOID = 255  # "difficult / object border" pixels in VOC masks
+
+
+def _dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise ValueError(f"{what} folder does not exist: {path}")
+    return path
+
+
+def _read_image(path: Path, size: int) -> np.ndarray:
+    """RGB float32 [3, size, size] in [0, 1]; every source becomes 3 channels so nets can be shared."""
+    with Image.open(path) as im:
+        im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+        return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def _stack(images: list[np.ndarray], size: int) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)) if images else torch.zeros(0, 3, size, size)
+
+
+def load_image_folder(root: str | Path, category: str, size: int = 32, seed: int = 0,
+                      test_fraction: float = 0.3) -> CategoryDataset:
+    """`root/<class>/*.png|jpg` as binary "category vs rest" with a balanced test set.
+
+    The train/test cut of each class depends only on `seed`, so the same image is never in
+    one category's train split and another's test split.
+    """
+    root = _dir(Path(root), "image")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    files = [(f, c) for c in classes for f in sorted((root / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise ValueError(f"no images (*.png, *.jpg, *.jpeg) in class folders under {root}")
+    category = str(category)
+    if category not in classes:
+        raise ValueError(f"unknown category {category!r} in {root}: folders are {', '.join(classes)}")
+    owner = np.array([classes.index(c) for _, c in files])
+    target = classes.index(category)
+    if not np.any(owner == target):
+        raise ValueError(f"no images for category {category!r} in {root / category}")
+    if np.all(owner == target):
+        raise ValueError(f"no images of other categories under {root}: a binary data set needs negatives")
+    is_test = stratified_holdout(owner, test_fraction, seed)
+    rng = np.random.default_rng([seed, target, 7])  # trailing tag: [s, 0] would equal [s]
+    splits = []
+    for part, balanced in ((~is_test, False), (is_test, True)):
+        idx, lab = binary_split(np.flatnonzero(part & (owner == target)), np.flatnonzero(part & (owner != target)),
+                                rng, balanced)
+        images = _stack([_read_image(files[i][0], size) for i in idx], size)
+        splits.append(Split(images, torch.from_numpy(lab), None))
+    return CategoryDataset("folder", category, splits[0], splits[1])
+
+
+def voc_class_index(category: int | str) -> int:
+    """A VOC class index (0..20) from an index or a standard class name."""
+    if isinstance(category, str) and not category.isdigit():
+        if category.lower() not in VOC_CLASSES:
+            raise ValueError(f"unknown VOC category {category!r}: use one of {', '.join(VOC_CLASSES)}")
+        return VOC_CLASSES.index(category.lower())
+    idx = int(category)
+    if not 0 <= idx < len(VOC_CLASSES):
+        raise ValueError(f"unknown VOC category index {idx}: use 0..{len(VOC_CLASSES) - 1}")
+    return idx
+
+
+def _read_voc_mask(path: Path, image_size: tuple[int, int], cls: int, size: int) -> np.ndarray:
+    """Binary int64 [size, size]: 1 where the pixel is `cls`; void (255) counts as background."""
+    with Image.open(path) as im:
+        if im.mode not in ("P", "L"):
+            raise ValueError(f"mask {path} has mode {im.mode}: expected a palette (P) or greyscale (L) PNG "
+                             "of class indices")
+        if im.size != image_size:
+            (w, h), (iw, ih) = im.size, image_size
+            raise ValueError(f"mask {path} is {w}x{h} but its image is {iw}x{ih}")
+        # nearest neighbour: class indices must not be blended
+        return (np.asarray(im.resize((size, size), Image.NEAREST)) == cls).astype(np.int64)
+
+
+def load_voc_split(root: str | Path, category: int | str, split: str = "train", size: int = 32) -> Split:
+    """All images listed in `ImageSets/Segmentation/<split>.txt`; label 1 if the class is present."""
+    root = Path(root)
+    cls = voc_class_index(category)
+    jpeg, seg = _dir(root / "JPEGImages", "VOC JPEGImages"), _dir(root / "SegmentationClass", "VOC SegmentationClass")
+    listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not listing.is_file():
+        raise ValueError(f"VOC split list does not exist: {listing}")
+    ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"no images listed in {listing}")
+    images, masks = [], []
+    for name in ids:
+        img_path, mask_path = jpeg / f"{name}.jpg", seg / f"{name}.png"
+        for p in (img_path, mask_path):
+            if not p.is_file():
+                raise ValueError(f"{listing} lists {name!r} but {p} does not exist")
+        with Image.open(img_path) as im:
+            image_size = im.size
+        masks.append(_read_voc_mask(mask_path, image_size, cls, size))
+        images.append(_read_image(img_path, size))
+    mask_t = torch.from_numpy(np.stack(masks))
+    labels = (mask_t.flatten(1).amax(1) > 0).long()
+    return Split(_stack(images, size), labels, mask_t)
+
+
+def load_voc_folder(root: str | Path, category: int | str, size: int = 32, seed: int = 0,
+                    train_split: str = "train", test_split: str = "val") -> CategoryDataset:
+    """Binary "category vs rest" with masks: train from `train_split`, balanced test from `test_split`.
+
+    Train keeps every image showing the category plus as many random others; the test set
+    keeps as many of each so that it is balanced.
+    """
+    cls = voc_class_index(category)
+    rng = np.random.default_rng([seed, cls, 7])  # trailing tag: [s, 0] would equal [s]
+    out = []
+    for split, balanced in ((train_split, False), (test_split, True)):
+        full = load_voc_split(root, cls, split, size)
+        lab = full.labels.numpy()
+        idx, _ = binary_split(np.flatnonzero(lab == 1), np.flatnonzero(lab == 0), rng, balanced)
+        out.append(full.take(torch.from_numpy(idx)))
+    return CategoryDataset("voc", VOC_CLASSES[cls], out[0], out[1])

@@ -1,0 +1,166 @@
+"""Split a net into modules, join modules through an adapter, and the growing TransplantNet.
+
+The transplant net holds category modules, task modules and adapters and routes
+(category, task) to an output. Adding anything never touches what is already there: a
+name that exists is refused, and modules are frozen (requires_grad False) on entry.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transplant.adapter import Adapter, load_adapter, save_adapter
+from transplant.spec.build import SpecModule, build_module, load_module, save_module
+from transplant.spec.schema import INPUT, ModuleSpec, Node, SpecError, _ancestors
+
+NET_FORMAT = "transplant.net.v1"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def split_spec(full: ModuleSpec, at: str) -> tuple[ModuleSpec, ModuleSpec]:
+    """Cut a whole-net spec after node `at`: (category module up to `at`, task module above it).
+
+    Every path from the input to the output must pass through `at` (else it is no cut).
+    """
+    by_name = {n.name: n for n in full.nodes}
+    if at not in by_name:
+        raise SpecError(f"cannot split at '{at}': no such node")
+    lower_names = _ancestors(by_name, at)
+    upper = [n for n in full.nodes if n.name not in lower_names]
+    for node in upper:
+        leaks = [s for s in node.inputs if (s in lower_names and s != at) or s == INPUT]
+        if leaks:
+            raise SpecError(f"cannot split at '{at}': node '{node.name}' also reads {leaks} from below the cut")
+    from transplant.spec.shapes import infer_shapes
+
+    cut_shape = infer_shapes(full)[at]
+    lower = ModuleSpec(f"{full.name}.category", full.input_shape,
+                       tuple(n for n in full.nodes if n.name in lower_names), at, {"role": "category"})
+    renamed = tuple(Node(n.name, n.op, tuple(INPUT if s == at else s for s in n.inputs), n.attrs) for n in upper)
+    if len(cut_shape) != 3:
+        raise SpecError(f"cannot split at '{at}': its output {list(cut_shape)} is not a [C, H, W] map")
+    task = ModuleSpec(f"{full.name}.task", tuple(cut_shape), renamed, full.output, {"role": "task"})
+    return ModuleSpec.from_json(lower.to_json()), ModuleSpec.from_json(task.to_json())
+
+
+class TransplantPath(nn.Module):
+    """category module -> adapter (or none: the task module's own category) -> task module."""
+
+    def __init__(self, category: SpecModule, task: SpecModule, adapter: Adapter | None = None):
+        super().__init__()
+        self.category, self.adapter, self.task = category, adapter, task
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.category(images)
+        return self.task(self.adapter(x) if self.adapter is not None else x)
+
+
+def join(category: SpecModule, task: SpecModule, adapter: Adapter | None = None) -> TransplantPath:
+    return TransplantPath(category, task, adapter).eval()
+
+
+@dataclass(frozen=True)
+class Route:
+    category: str
+    task: str
+    adapter: str | None  # None: the task module was trained on this category's own module
+
+
+class TransplantNet(nn.Module):
+    """Category modules x adapters x task modules; routes (category, task) to an output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.categories = nn.ModuleDict()
+        self.tasks = nn.ModuleDict()
+        self.adapters = nn.ModuleDict()
+        self.routes: dict[tuple[str, str], Route] = {}
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        if not NAME.match(name) or "__" in name:
+            raise ValueError(f"invalid module name {name!r}: letters, digits, '-', single '_'")
+
+    @staticmethod
+    def _freeze(module: nn.Module) -> nn.Module:
+        return module.eval().requires_grad_(False)
+
+    def add_category(self, name: str, module: SpecModule) -> None:
+        self._check_name(name)
+        if name in self.categories:
+            raise ValueError(f"category '{name}' is already in the net; modules are never replaced")
+        self.categories[name] = self._freeze(module)
+
+    def add_task(self, name: str, module: SpecModule, native_category: str | None = None) -> None:
+        """A task module; `native_category` is the category it was trained on (joined without adapter)."""
+        self._check_name(name)
+        if name in self.tasks:
+            raise ValueError(f"task module '{name}' is already in the net; modules are never replaced")
+        self.tasks[name] = self._freeze(module)
+        if native_category is not None:
+            self._route(native_category, name, None)
+
+    def add_adapter(self, category: str, task: str, adapter: Adapter) -> None:
+        key = f"{category}__{task}"
+        if key in self.adapters:
+            raise ValueError(f"an adapter for ({category}, {task}) is already in the net")
+        self._route(category, task, key)
+        self.adapters[key] = self._freeze(adapter)
+
+    def _route(self, category: str, task: str, adapter: str | None) -> None:
+        if category not in self.categories:
+            raise KeyError(f"no category module '{category}'")
+        if task not in self.tasks:
+            raise KeyError(f"no task module '{task}'")
+        if (category, task) in self.routes:
+            raise ValueError(f"({category}, {task}) is already served")
+        self.routes[(category, task)] = Route(category, task, adapter)
+
+    def path(self, category: str, task: str) -> TransplantPath:
+        route = self.routes.get((category, task))
+        if route is None:
+            raise KeyError(f"the net does not serve ({category}, {task}); it serves {sorted(self.routes)}")
+        adapter = self.adapters[route.adapter] if route.adapter else None
+        return TransplantPath(self.categories[category], self.tasks[task], adapter)
+
+    def forward(self, images: torch.Tensor, category: str, task: str) -> torch.Tensor:
+        return self.path(category, task)(images)
+
+    def save(self, directory: Path | str) -> Path:
+        """`net.json` (the routing) plus one folder per module, specs as JSON, weights as safetensors."""
+        directory = Path(directory)
+        for kind, modules in (("categories", self.categories), ("tasks", self.tasks)):
+            for name, module in modules.items():
+                save_module(module, directory / kind / name)
+        for key, adapter in self.adapters.items():
+            save_adapter(adapter, directory / "adapters" / key)
+        doc = {"format": NET_FORMAT, "categories": sorted(self.categories), "tasks": sorted(self.tasks),
+               "routes": [r.__dict__ for r in sorted(self.routes.values(), key=lambda r: (r.category, r.task))]}
+        (directory / "net.json").write_text(json.dumps(doc, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path | str) -> "TransplantNet":
+        directory = Path(directory)
+        doc = json.loads((directory / "net.json").read_text())
+        if doc.get("format") != NET_FORMAT:
+            raise ValueError(f"{directory / 'net.json'} is not a transplant net ({doc.get('format')!r})")
+        net = cls()
+        for name in doc["categories"]:
+            net.add_category(name, load_module(directory / "categories" / name))
+        for name in doc["tasks"]:
+            net.add_task(name, load_module(directory / "tasks" / name))
+        for route in doc["routes"]:
+            if route["adapter"]:
+                net.add_adapter(route["category"], route["task"], load_adapter(directory / "adapters" / route["adapter"]))
+            else:
+                net._route(route["category"], route["task"], None)
+        return net
+
+
+__all__ = ["Route", "TransplantNet", "TransplantPath", "build_module", "join", "split_spec"]
