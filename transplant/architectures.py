@@ -13,7 +13,7 @@ from typing import Mapping
 import torch
 
 from transplant.spec.builder import SpecBuilder
-from transplant.spec.schema import ModuleSpec, SpecError
+from transplant.spec.schema import INPUT, ModuleSpec, SpecError
 from transplant.spec.shapes import output_shape
 
 CLASSIFICATION = "classification"
@@ -36,7 +36,7 @@ class VGGConfig:
     name: str = "vgg-small"
 
     def __post_init__(self) -> None:
-        if len(self.widths) != len(self.convs) or len(self.widths) < 3:
+        if len(self.widths) != len(self.convs) or len(self.widths) < 3:  # FCN skips need 2 maps below the top
             raise SpecError("a VGG family needs at least 3 stages and one conv count per stage")
         if self.image_size % (2 ** len(self.widths)):
             raise SpecError(f"image_size must be divisible by 2**stages = {2 ** len(self.widths)}")
@@ -108,14 +108,16 @@ def segmentation_spec(cfg: VGGConfig) -> ModuleSpec:
         b.add(f"drop{i}", "dropout", p=cfg.dropout)
         width = units
     score = b.add("score_fr", "conv2d", in_channels=width, out_channels=classes, kernel_size=1)
-    for skip, pool in zip(("a", "b"), (pools[-2], pools[-3])):
+    sources = [INPUT, *pools[:-1]]  # skip branches from the two maps below the top (FCN-8s: pool4, pool3)
+    for skip, pool in zip(("a", "b"), (sources[-1], sources[-2])):
         up = b.add(f"upscore_{skip}", "conv_transpose2d", score, in_channels=classes, out_channels=classes,
                    kernel_size=4, stride=2, bias=False)
-        side = b.add(f"score_{pool}", "conv2d", pool, in_channels=b.shape(pool)[0], out_channels=classes,
+        channels = b.input_shape[0] if pool == INPUT else b.shape(pool)[0]
+        side = b.add(f"score_{pool}", "conv2d", pool, in_channels=channels, out_channels=classes,
                      kernel_size=1)
         crop = b.add(f"crop_{skip}", "crop", up, side, offset=1)
         score = b.add(f"fuse_{pool}", "add", crop, side)
-    factor = cfg.image_size // b.shape(score)[1]
+    factor = cfg.image_size // b.shape(score)[1]  # 8 for VGG-16
     b.add("upscore_final", "conv_transpose2d", score, in_channels=classes, out_channels=classes,
           kernel_size=2 * factor, stride=factor, bias=False)
     b.add("score", "crop", offset=factor // 2, size=cfg.image_size)

@@ -44,16 +44,17 @@ def fully_convolutional(spec: ModuleSpec) -> ModuleSpec:
 
 
 def fully_convolutional_module(module: SpecModule) -> SpecModule:
-    """The same weights, reshaped for the convolutional view."""
+    """The same weights, reshaped for the convolutional view (same dtype as the module)."""
     conv_spec = fully_convolutional(module.spec)
-    weights = dict(module.weights())
+    dtype = next(module.parameters()).dtype
+    weights = {k: v.float() for k, v in module.weights().items()}
     for node in conv_spec.nodes:
         key = f"{node.name}.weight"
         if module.spec.node(node.name).op == "linear":
             a = node.attrs
             weights[key] = weights[key].reshape(a["out_channels"], a["in_channels"], a["kernel_size"],
                                                 a["kernel_size"]).contiguous()
-    return build_module(conv_spec, weights)
+    return build_module(conv_spec, weights).to(dtype)
 
 
 def enlarged_input_shape(conv_spec: ModuleSpec, size: int) -> tuple[int, int, int]:
