@@ -27,6 +27,7 @@ class JobConfig:
     steps: int = 600
     lr: float = 1e-3
     seed: int = 0
+    solver: str = "auto"           # back_distill: "lstsq" one-shot where data-free with 1 layer, else iterative
     distill: DistillSettings = field(default_factory=DistillSettings)
 
 
@@ -57,5 +58,5 @@ def make_problem(config: JobConfig, category_module: SpecModule, teacher_task: S
 def run_job(config: JobConfig, problem: TransplantProblem, progress: Progress | None = None,
             should_stop=None) -> TrainResult:
     train = TrainConfig(method=config.method, steps=config.steps, lr=config.lr, seed=config.seed,
-                        distill=config.distill)
+                        solver=config.solver, distill=config.distill)
     return train_adapter(problem, train, progress=progress, should_stop=should_stop)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
 
 from transplant.adapter import Adapter
 from transplant.methods.base import Method, TrainConfig, TransplantProblem, register
@@ -19,6 +20,34 @@ def distill_term(adapter: Adapter, pool: PseudoGradientPool, student_grads: torc
     return pool.lam * ((pool.alpha * student - teacher_grads) ** 2).mean()
 
 
+@torch.no_grad()
+def solve_one_layer(adapter: Adapter, pool: PseudoGradientPool, ridge: float = 1e-6, chunk: int = 64) -> None:
+    """Closed-form minimiser of sum ||alpha h'(B_S(G)) - B_T(G)||^2 over the 1-layer adapter's weights.
+
+    h'(u) = beta * convT(u, W) un-reordered. A stride-1 transposed conv is a conv with the kernel
+    transposed and flipped, W' = W^T flipped, so h'(u)[perm[j]] = beta * (W'_flat @ unfold(u))[j]:
+    ordinary linear least squares with one Gram matrix shared by all output channels.
+    """
+    config = adapter.config
+    conv = adapter.convs[0]
+    k, m = config.kernel_size, config.channels
+    scale = pool.alpha * config.beta
+    perm = adapter.permutation
+    gram = torch.zeros(m * k * k, m * k * k, dtype=torch.float64)
+    cross = torch.zeros(m, m * k * k, dtype=torch.float64)
+    for start in range(0, len(pool.G), chunk):
+        u = pool.student_grads[start:start + chunk].double()
+        cols = F.unfold(u, k, padding=k - 1 - k // 2)              # [N, M k k, L]
+        target = pool.teacher_grads[start:start + chunk].double()[:, perm].flatten(2)  # [N, M, L]
+        gram += torch.einsum("nal,nbl->ab", cols, cols)
+        cross += torch.einsum("njl,nal->ja", target, cols)
+    gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=torch.float64)
+    w_prime = torch.linalg.solve(gram, cross.T).T / scale       # [M, M k k]
+    w_prime = w_prime.reshape(m, m, k, k)
+    conv.weight.copy_(w_prime.flip(2, 3).transpose(0, 1).float())
+    conv.bias.zero_()
+
+
 @register
 class BackDistill(Method):
     name = "back_distill"
@@ -27,6 +56,20 @@ class BackDistill(Method):
         super().__init__(problem, config, generator)
         self.pool = PseudoGradientPool(problem.teacher_task, problem.student_task, problem.task,
                                        config.distill, generator)
+
+    @property
+    def iterative(self) -> bool:
+        """Data-free with a 1-layer adapter, D'_S is linear in the weights: solve it in one shot."""
+        solver = self.config.solver
+        if solver not in ("auto", "iterative", "lstsq"):
+            raise ValueError(f"unknown solver '{solver}'")
+        linear = self.features is None and self.problem.adapter_config.layers == 1
+        if solver == "lstsq" and not linear:
+            raise ValueError("the one-shot solver needs a 1-layer adapter and zero samples")
+        return solver == "iterative" or not linear
+
+    def solve(self, adapter: Adapter) -> None:
+        solve_one_layer(adapter, self.pool)
 
     def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
         student_grads, teacher_grads = self.pool.batch(self.config.distill.draws_per_step, self.generator)

@@ -65,6 +65,7 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     batch_size: int = 64          # labelled samples per step (all of them when fewer)
+    solver: str = "auto"          # "iterative" | "lstsq" (closed form) | "auto": lstsq where the loss is linear LS
     distill: DistillSettings = field(default_factory=DistillSettings)
 
 
@@ -76,7 +77,6 @@ class Method(ABC):
 
     name = ""
     needs_samples = False
-    iterative = True
 
     def __init__(self, problem: TransplantProblem, config: TrainConfig, generator: torch.Generator):
         if self.needs_samples and problem.num_samples == 0:
@@ -88,6 +88,11 @@ class Method(ABC):
         if problem.samples is not None and len(problem.samples):
             with torch.no_grad():  # f is frozen: its features of the samples are computed once
                 self.features = problem.category_module(problem.samples.images)
+
+    @property
+    def iterative(self) -> bool:
+        """False for methods solved in closed form (then `solve` sets the adapter)."""
+        return True
 
     def sample_batch(self) -> torch.Tensor:
         n = len(self.features)

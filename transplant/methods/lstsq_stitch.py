@@ -17,7 +17,10 @@ RIDGE = 1e-3
 class LstsqStitch(Method):
     name = "lstsq"
     needs_samples = True
-    iterative = False
+
+    @property
+    def iterative(self) -> bool:
+        return False
 
     def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError("lstsq is solved in closed form; call solve()")
