@@ -1,6 +1,8 @@
 """Back-distillation: task loss (if any samples) + lambda * ||alpha D'_S - D'_T||^2 (paper Eqn. 3)."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch.nn import functional as F
 
@@ -54,8 +56,10 @@ class BackDistill(Method):
 
     def __init__(self, problem: TransplantProblem, config: TrainConfig, generator: torch.Generator):
         super().__init__(problem, config, generator)
-        self.pool = PseudoGradientPool(problem.teacher_task, problem.student_task, problem.task,
-                                       config.distill, generator)
+        settings = config.distill
+        if not self.iterative:
+            settings = dataclasses.replace(settings, pool_size=settings.lstsq_draws)
+        self.pool = PseudoGradientPool(problem.teacher_task, problem.student_task, problem.task, settings, generator)
 
     @property
     def iterative(self) -> bool:

@@ -51,6 +51,7 @@ class DistillSettings:
     lambda_scale: float | None = None  # 10 (classification) or 1 (segmentation) when None
     draws_per_step: int = 16
     pool_size: int = 512          # draws computed once and cached (B_T(G), B_S(G) need no gradients)
+    lstsq_draws: int = 64         # draws for the one-shot solve (each gives H x W equations per channel)
 
     def mode_for(self, task: str) -> str:
         if self.g_mode != "auto":
