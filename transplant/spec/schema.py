@@ -125,7 +125,7 @@ def _check_attrs(name: str, op: str, attrs: Any) -> dict[str, Any]:
             if key == "eps" and value <= 0:
                 raise SpecError(f"node '{name}': attribute 'eps' must be positive")
             value = float(value)
-        elif value is not None:
+        elif value is not None or default is not None:  # None only where None is the default
             value = _check_value(name, key, value, int, _MIN_OPTIONAL.get(key, 0))
         out[key] = value
     if op in ("maxpool2d", "avgpool2d") and out["stride"] is None:
@@ -157,7 +157,7 @@ def _parse_node(raw: Any, index: int) -> Node:
     if not isinstance(name, str) or not NODE_NAME.match(name) or name == INPUT:
         raise SpecError(f"node #{index}: invalid name {name!r} (letters, digits, '_'; not '{INPUT}')")
     op = raw.get("op")
-    if op not in _ATTRS:
+    if not isinstance(op, str) or op not in _ATTRS:
         raise SpecError(f"node '{name}': unknown layer type {op!r}; known: {', '.join(LAYER_TYPES)}")
     inputs = raw.get("inputs")
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
