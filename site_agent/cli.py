@@ -1,0 +1,215 @@
+"""`python -m site_agent`: the site operator's tool (train, push, serve, run, list, delete).
+
+Operator errors (bad data source, missing workspace, unreachable coordinator) end with exit
+code 2 and a one-line message on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Callable, Sequence
+
+from transplant.runtime import configure_threads
+
+from site_agent import teacher_io
+from site_agent.data import SOURCE_HELP
+from site_agent.errors import SiteAgentError
+
+EXAMPLES = """examples:
+  python -m site_agent train --site-id site-3 --data digits:3 --workspace ws/site-3
+  python -m site_agent push --workspace ws/site-3 --coordinator 127.0.0.1:50051
+  python -m site_agent serve --workspace ws/site-3 --coordinator 127.0.0.1:50051 --port 50061
+  python -m site_agent run --site-id site-3 --data digits:3 --workspace ws/site-3 \\
+      --coordinator 127.0.0.1:50051 --port 50061
+"""
+
+
+def _train_args(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_argument_group("teacher training")
+    g.add_argument("--site-id", required=required, help="this site's id, as the coordinator knows it")
+    g.add_argument("--data", required=required, metavar="SOURCE", help=f"local data: {SOURCE_HELP}")
+    g.add_argument("--category", help="category name pushed to the registry (default: the data set's class)")
+    g.add_argument("--size", type=int, default=16, help="image side in pixels (default 16)")
+    g.add_argument("--width", type=int, default=8, help="channels of the first stage (default 8)")
+    g.add_argument("--depth", type=int, default=3, help="VGG stages, >= 3 (default 3)")
+    g.add_argument("--fc", type=int, default=128, help="units of the fully connected layers (default 128)")
+    g.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    g.add_argument("--batch-size", type=int, default=64, help="default 64")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    g.add_argument("--seed", type=int, default=0, help="data split and training seed (default 0)")
+    g.add_argument("--share-samples", type=int, default=0, metavar="N",
+                   help="opt in to share N labelled training samples for few-shot jobs (default 0: none)")
+    g.add_argument("--n-train", type=int, default=1000, help="shapes sources: training images (default 1000)")
+    g.add_argument("--n-test", type=int, default=400, help="shapes sources: held-out images (default 400)")
+
+
+def _coordinator_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--coordinator", required=True, metavar="HOST:PORT", help="the coordinator's gRPC address")
+    p.add_argument("--retries", type=int, default=5, help="attempts while the coordinator is unavailable (default 5)")
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default 0: a free port)")
+    p.add_argument("--advertise", metavar="HOST:PORT", help="endpoint sent in heartbeats (default HOST:PORT)")
+    p.add_argument("--heartbeat-s", type=float, default=5.0, help="seconds between heartbeats (default 5)")
+
+
+def _workspace_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--workspace", type=Path, required=required, metavar="DIR", help="the site's local workspace")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m site_agent", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        description="Site agent: train a teacher on local data, push its modules (never the data) to the "
+                    "coordinator, and evaluate transplanted nets on the site's own held-out data.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("train", help="train a teacher and write the workspace")
+    _workspace_arg(p)
+    _train_args(p, required=True)
+    p.add_argument("--force", action="store_true", help="retrain over an existing workspace")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = sub.add_parser("push", help="upload the category and task modules (+ shared samples)")
+    _workspace_arg(p)
+    _coordinator_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = sub.add_parser("serve", help="serve SiteAgent.Evaluate and send heartbeats until SIGTERM/SIGINT")
+    _workspace_arg(p)
+    _coordinator_args(p)
+    _serve_args(p)
+    p = sub.add_parser("run", help="train (if the workspace is missing), push, then serve")
+    _workspace_arg(p)
+    _train_args(p, required=False)
+    _coordinator_args(p)
+    _serve_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = sub.add_parser("list", help="list this site's modules in the registry")
+    _workspace_arg(p, required=False)
+    p.add_argument("--site-id", help="site whose modules to list (default: the workspace's)")
+    _coordinator_args(p)
+    p = sub.add_parser("delete", help="delete modules of this site from the registry")
+    _workspace_arg(p, required=False)
+    p.add_argument("--site-id", help="owning site (default: the workspace's)")
+    _coordinator_args(p)
+    p.add_argument("module_ids", nargs="*", metavar="MODULE_ID", help="modules to delete")
+    p.add_argument("--all", action="store_true", help="delete every module of this site")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from site_agent.train import TrainOptions, train_site
+
+    if teacher_io.exists(args.workspace) and not getattr(args, "force", False):
+        raise SiteAgentError(f"workspace {args.workspace} already holds a teacher; use --force to retrain")
+    opts = TrainOptions(site_id=args.site_id, data=args.data, size=args.size, width=args.width, depth=args.depth,
+                        fc=args.fc, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                        share_samples=args.share_samples, category=args.category, n_train=args.n_train,
+                        n_test=args.n_test)
+    info, _ = train_site(opts, args.workspace, progress=not args.no_progress)
+    print(f"site {info.site_id}: teacher for category '{info.category}' ({info.data}) -> {args.workspace}")
+    for task, metrics in info.teacher_metrics.items():
+        print(f"  held-out {task}: " + ", ".join(f"{k} {v:.2f}%" for k, v in metrics.items()))
+    print(f"  E||f(I)||_F = {info.feature_norm_mean:.4f} over {info.num_images} training images"
+          + (f"; sharing {info.shared_samples} labelled samples" if info.shared_samples else ""))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from site_agent.client import RegistryClient
+
+    teacher_io.load_info(args.workspace)  # "missing workspace" before any network wait
+    with RegistryClient(args.coordinator, retries=args.retries) as registry:
+        ids = registry.push_workspace(args.workspace, progress=not args.no_progress)
+    for name, ref in ids.items():
+        print(f"{name}\t{ref['module_id']}\t{ref['sha256']}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from site_agent.service import start_site_agent
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    handle = start_site_agent(args.workspace, args.coordinator, args.host, args.port, args.heartbeat_s,
+                              args.advertise, registry_retries=args.retries)
+    print(f"site {handle.evaluator.info.site_id} serving SiteAgent on {handle.endpoint}", flush=True)
+    while not stop.wait(0.5):  # short waits: signal handlers only run between them
+        pass
+    logging.getLogger("site_agent").info("shutting down")
+    handle.stop(grace=5.0)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if teacher_io.exists(args.workspace):
+        info = teacher_io.load_info(args.workspace)
+        if args.site_id and args.site_id != info.site_id:
+            raise SiteAgentError(f"workspace {args.workspace} belongs to site '{info.site_id}', not '{args.site_id}'")
+        if args.data and args.data != info.data:
+            raise SiteAgentError(f"workspace {args.workspace} was trained on '{info.data}', not '{args.data}'; "
+                                 "use another --workspace or `train --force`")
+        print(f"site {info.site_id}: using the teacher in {args.workspace}")
+    else:
+        if not (args.site_id and args.data):
+            raise SiteAgentError(f"no workspace at {args.workspace}: --site-id and --data are needed to train one")
+        cmd_train(args)
+    cmd_push(args)
+    return cmd_serve(args)
+
+
+def _site_id(args: argparse.Namespace) -> str:
+    if args.site_id:
+        return args.site_id
+    if args.workspace is None:
+        raise SiteAgentError("give --site-id or --workspace")
+    return teacher_io.load_info(args.workspace).site_id
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from protos.nt.v1 import common_pb2
+    from site_agent.client import RegistryClient
+
+    with RegistryClient(args.coordinator, retries=args.retries) as registry:
+        modules = registry.list(site_id=_site_id(args))
+    for m in modules:
+        print(f"{m.module_id}\t{common_pb2.ModuleRole.Name(m.role)}\t{m.category}\t{m.task or '-'}\t{m.size_bytes}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from site_agent.client import RegistryClient
+
+    site_id = _site_id(args)
+    if not args.module_ids and not args.all:
+        raise SiteAgentError("name MODULE_IDs to delete, or --all")
+    with RegistryClient(args.coordinator, retries=args.retries) as registry:
+        ids = args.module_ids or [m.module_id for m in registry.list(site_id=site_id)]
+        for module_id in ids:
+            print(f"{module_id}\t{'deleted' if registry.delete(module_id, site_id) else 'not found'}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": cmd_train, "push": cmd_push, "serve": cmd_serve, "run": cmd_run, "list": cmd_list, "delete": cmd_delete}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_threads()
+    try:
+        return COMMANDS[args.command](args)
+    except SiteAgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,68 @@
+"""Dataset sources a site trains on, as one string: `digits:3`, `shapes:cat`, `folder:PATH:CLASS`, `voc:PATH:CLASS`.
+
+The string, size and seed are all a workspace records about its data: the held-out split is
+reloaded from them (deterministically) instead of being copied anywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transplant.architectures import CLASSIFICATION, SEGMENTATION
+from transplant.data import (CategoryDataset, load_digits_category, load_image_folder, load_shapes_category,
+                             load_voc_folder)
+
+from site_agent.errors import SiteAgentError
+
+KINDS = ("digits", "shapes", "folder", "voc")
+SOURCE_HELP = "digits:<0-9> | shapes:<name> | folder:<path>:<class> | voc:<path>:<class>"
+# Which task modules a teacher gets: only sources with masks can train a segmentation head.
+TASKS_BY_KIND = {
+    "digits": (CLASSIFICATION,),
+    "folder": (CLASSIFICATION,),
+    "shapes": (CLASSIFICATION, SEGMENTATION),
+    "voc": (CLASSIFICATION, SEGMENTATION),
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str
+    category: str
+    path: str | None = None  # folder and voc only
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return TASKS_BY_KIND[self.kind]
+
+
+def parse_source(text: str) -> Source:
+    """Split a source string; paths may hold ':' themselves, so the class is the last field."""
+    kind, sep, rest = text.partition(":")
+    if not sep or kind not in KINDS or not rest:
+        raise SiteAgentError(f"bad data source {text!r}: expected {SOURCE_HELP}")
+    if kind in ("digits", "shapes"):
+        return Source(kind, rest)
+    path, sep, category = rest.rpartition(":")
+    if not sep or not path or not category:
+        raise SiteAgentError(f"bad data source {text!r}: expected {kind}:<path>:<class>")
+    return Source(kind, category, path)
+
+
+def load_source(text: str, size: int = 32, seed: int = 0, n_train: int = 1000,
+                n_test: int = 400) -> CategoryDataset:
+    """The CategoryDataset behind a source string; data-layer errors become SiteAgentError."""
+    src = parse_source(text)
+    try:
+        if src.kind == "digits":
+            return load_digits_category(src.category, seed=seed, size=size)
+        if src.kind == "shapes":
+            return load_shapes_category(src.category, n_train=n_train, n_test=n_test, seed=seed, size=size)
+        if src.kind == "folder":
+            return load_image_folder(src.path, src.category, size=size, seed=seed)
+        return load_voc_folder(src.path, src.category, size=size, seed=seed)
+    except (ValueError, OSError) as exc:
+        raise SiteAgentError(f"cannot load data source {text!r}: {exc}") from None
+
+
+def source_tasks(text: str) -> tuple[str, ...]:
+    return parse_source(text).tasks

@@ -1,0 +1,78 @@
+"""Train a site's teacher on its local data and write the workspace (the `train` command)."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from transplant.architectures import teacher_specs, vgg_small
+from transplant.teacher import TeacherNet, TeacherTraining, evaluate_teacher, feature_norm_mean, train_teacher
+
+from site_agent import teacher_io
+from site_agent.data import load_source, parse_source
+from site_agent.errors import SiteAgentError
+from site_agent.teacher_io import SiteInfo
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    site_id: str
+    data: str
+    size: int = 16
+    width: int = 8
+    depth: int = 3
+    fc: int = 128
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    share_samples: int = 0
+    category: str | None = None  # registry category name; default: the data set's own name
+    n_train: int = 1000          # shapes sources only
+    n_test: int = 400
+
+
+def _check(opts: TrainOptions) -> None:
+    parse_source(opts.data)  # fail on a malformed source before any work
+    if not opts.site_id.strip():
+        raise SiteAgentError("--site-id must not be empty")
+    if opts.size % (2 ** opts.depth):
+        raise SiteAgentError(f"--size {opts.size} must be divisible by 2**depth = {2 ** opts.depth}")
+    if min(opts.width, opts.depth, opts.epochs, opts.batch_size, opts.fc) < 1 or opts.depth < 3:
+        raise SiteAgentError("--width, --epochs, --batch-size, --fc must be >= 1 and --depth >= 3")
+    if opts.share_samples < 0:
+        raise SiteAgentError("--share-samples must be >= 0")
+
+
+def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True) -> tuple[SiteInfo, TeacherNet]:
+    """Train, evaluate on the held-out split, split into modules, compute E||f(I)||_F, save."""
+    _check(opts)
+    dataset = load_source(opts.data, opts.size, opts.seed, opts.n_train, opts.n_test)
+    tasks = parse_source(opts.data).tasks
+    train = dataset.train
+    cfg = vgg_small(width=opts.width, depth=opts.depth, image_size=opts.size,
+                    in_channels=int(train.images.shape[1]), fc=opts.fc)
+    config = TeacherTraining(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed)
+    with tqdm(desc=f"train {opts.site_id}", unit="step", disable=not progress, leave=True) as bar:
+        def report(step: int, total: int, loss: float) -> None:
+            bar.total = total
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+        with warnings.catch_warnings():  # train_teacher reports float(loss) of a grad tensor: harmless
+            warnings.simplefilter("ignore", UserWarning)
+            net = train_teacher(teacher_specs(cfg, tasks), train.images, train.labels, train.masks, config, report)
+    test = dataset.test
+    info = SiteInfo(
+        site_id=opts.site_id, category=opts.category or dataset.category, data=opts.data, size=opts.size,
+        seed=opts.seed, tasks=list(tasks), architecture=teacher_io.config_dict(cfg),
+        training=teacher_io.config_dict(config),
+        teacher_metrics=evaluate_teacher(net, test.images, test.labels, test.masks),
+        # the rescaling statistic (beta's denominator/numerator): a number, never the images
+        feature_norm_mean=feature_norm_mean(net.category, train.images), num_images=len(train),
+        n_train=opts.n_train, n_test=opts.n_test)
+    samples = train.subset(opts.share_samples, seed=opts.seed) if opts.share_samples else None
+    teacher_io.save_workspace(workspace, info, net, samples)
+    return info, net
