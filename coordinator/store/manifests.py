@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from coordinator.store.base import ObjectStore, StoreError, check_key
 
-MODULE_ROLES = ("category", "task", "adapter")
+MODULE_ROLES = ("category", "task", "adapter", "samples")  # samples: a site's opt-in few-shot set
 _VERSION_KEY = re.compile(r"/v(\d{6,})\.json$")
 
 
@@ -38,6 +38,7 @@ class ModuleRecord:
     size_bytes: int
     feature_norm_mean: float = 0.0  # E||f(I)||_F over the site's images (category modules)
     num_images: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)  # small free-form notes from the uploader
     created: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protos/nt/v1/common.proto\x12\rtransplant.v1\"B\n\tModuleRef\x12\x11\n\tmodule_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"=\n\x0c\x46\x65\x61tureStats\x12\x19\n\x11\x66\x65\x61ture_norm_mean\x18\x01 \x01(\x01\x12\x12\n\nnum_images\x18\x02 \x01(\x04\"%\n\x06Metric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01*N\n\nModuleRole\x12\x1b\n\x17MODULE_ROLE_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x43\x41TEGORY\x10\x01\x12\x08\n\x04TASK\x10\x02\x12\x0b\n\x07\x41\x44\x41PTER\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protos/nt/v1/common.proto\x12\rtransplant.v1\"B\n\tModuleRef\x12\x11\n\tmodule_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"=\n\x0c\x46\x65\x61tureStats\x12\x19\n\x11\x66\x65\x61ture_norm_mean\x18\x01 \x01(\x01\x12\x12\n\nnum_images\x18\x02 \x01(\x04\"%\n\x06Metric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01*[\n\nModuleRole\x12\x1b\n\x17MODULE_ROLE_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x43\x41TEGORY\x10\x01\x12\x08\n\x04TASK\x10\x02\x12\x0b\n\x07\x41\x44\x41PTER\x10\x03\x12\x0b\n\x07SAMPLES\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.nt.v1.common_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODULEROLE']._serialized_start=214
-  _globals['_MODULEROLE']._serialized_end=292
+  _globals['_MODULEROLE']._serialized_end=305
   _globals['_MODULEREF']._serialized_start=44
   _globals['_MODULEREF']._serialized_end=110
   _globals['_FEATURESTATS']._serialized_start=112

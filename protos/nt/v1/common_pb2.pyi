@@ -11,10 +11,12 @@ class ModuleRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CATEGORY: _ClassVar[ModuleRole]
     TASK: _ClassVar[ModuleRole]
     ADAPTER: _ClassVar[ModuleRole]
+    SAMPLES: _ClassVar[ModuleRole]
 MODULE_ROLE_UNSPECIFIED: ModuleRole
 CATEGORY: ModuleRole
 TASK: ModuleRole
 ADAPTER: ModuleRole
+SAMPLES: ModuleRole
 
 class ModuleRef(_message.Message):
     __slots__ = ("module_id", "sha256", "size_bytes")

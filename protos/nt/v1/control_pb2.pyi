@@ -168,7 +168,7 @@ class GetNetRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class NetEntry(_message.Message):
-    __slots__ = ("category", "task", "adapter_id", "method", "samples", "quality", "teacher_quality", "job_id")
+    __slots__ = ("category", "task", "adapter_id", "method", "samples", "quality", "teacher_quality", "job_id", "category_module_id", "task_module_id")
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +177,8 @@ class NetEntry(_message.Message):
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     TEACHER_QUALITY_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_MODULE_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_MODULE_ID_FIELD_NUMBER: _ClassVar[int]
     category: str
     task: str
     adapter_id: str
@@ -185,7 +187,9 @@ class NetEntry(_message.Message):
     quality: _containers.RepeatedCompositeFieldContainer[_common_pb2.Metric]
     teacher_quality: _containers.RepeatedCompositeFieldContainer[_common_pb2.Metric]
     job_id: str
-    def __init__(self, category: _Optional[str] = ..., task: _Optional[str] = ..., adapter_id: _Optional[str] = ..., method: _Optional[str] = ..., samples: _Optional[int] = ..., quality: _Optional[_Iterable[_Union[_common_pb2.Metric, _Mapping]]] = ..., teacher_quality: _Optional[_Iterable[_Union[_common_pb2.Metric, _Mapping]]] = ..., job_id: _Optional[str] = ...) -> None: ...
+    category_module_id: str
+    task_module_id: str
+    def __init__(self, category: _Optional[str] = ..., task: _Optional[str] = ..., adapter_id: _Optional[str] = ..., method: _Optional[str] = ..., samples: _Optional[int] = ..., quality: _Optional[_Iterable[_Union[_common_pb2.Metric, _Mapping]]] = ..., teacher_quality: _Optional[_Iterable[_Union[_common_pb2.Metric, _Mapping]]] = ..., job_id: _Optional[str] = ..., category_module_id: _Optional[str] = ..., task_module_id: _Optional[str] = ...) -> None: ...
 
 class GetNetReply(_message.Message):
     __slots__ = ("name", "version", "entries", "created")

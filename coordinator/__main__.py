@@ -1,0 +1,76 @@
+"""`python -m coordinator serve ...`: run the coordinator until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from transplant.runtime import configure_threads
+
+GIB = 1 << 30
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m coordinator",
+                                     description="Network-transplanting coordinator: module registry, "
+                                                 "job control and heartbeat over gRPC; jobs run on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the coordinator until SIGTERM/SIGINT",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    serve.add_argument("--store", required=True,
+                       help="object store URL: local:///abs/path or s3://bucket?endpoint=host:port&secure=0 "
+                            "(credentials from $TRANSPLANT_S3_ACCESS_KEY / $TRANSPLANT_S3_SECRET_KEY)")
+    serve.add_argument("--state-dir", required=True, type=Path,
+                       help="folder for the durable job ledger (SQLite) and upload spool files")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    serve.add_argument("--port", type=int, default=50051, help="gRPC port (0: any free port)")
+    serve.add_argument("--ray-address", default=None,
+                       help="Ray cluster to join: 'auto' or HOST:PORT; default: start a local Ray")
+    serve.add_argument("--max-concurrent-jobs", type=int, default=2, help="jobs running at once")
+    serve.add_argument("--eval-timeout", type=float, default=120.0,
+                       help="seconds a site may take to evaluate a learnt adapter")
+    serve.add_argument("--max-attempts", type=int, default=3,
+                       help="runs per job, counting retries after Ray failures and coordinator restarts")
+    serve.add_argument("--max-upload-gib", type=float, default=2.0, help="largest single module upload")
+    serve.add_argument("--site-quota-gib", type=float, default=20.0, help="total module bytes per site")
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    from coordinator.server import CoordinatorConfig, start_coordinator
+    from coordinator.validation import UploadLimits
+
+    config = CoordinatorConfig(
+        store_url=args.store, state_dir=args.state_dir, host=args.host, port=args.port,
+        ray_address=args.ray_address, max_concurrent_jobs=args.max_concurrent_jobs,
+        eval_timeout_s=args.eval_timeout, max_attempts=args.max_attempts,
+        limits=UploadLimits(max_upload_bytes=int(args.max_upload_gib * GIB),
+                            site_quota_bytes=int(args.site_quota_gib * GIB)))
+    handle = start_coordinator(config)
+    print(f"coordinator listening on {args.host}:{handle.port}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("shutting down (running jobs resume on restart)", flush=True)
+    handle.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_threads()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return serve(args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

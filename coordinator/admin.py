@@ -1,0 +1,188 @@
+"""Admin CLI: `python -m coordinator.admin --coordinator HOST:PORT <command>`.
+
+    submit   start a transplant job (optionally --watch it)
+    jobs     table of jobs
+    watch    live progress bar of one job until it ends
+    cancel   cancel a job
+    net      the transplant net: which category x task pairs work, and how well
+    download write a runnable TransplantNet folder (TransplantNet.load(DIR))
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from tqdm import tqdm
+
+from coordinator.registry_client import DownloadError, download
+from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2_grpc
+
+MAX_MESSAGE = 64 << 20
+TERMINAL = {control_pb2.SUCCEEDED, control_pb2.FAILED, control_pb2.CANCELLED}
+
+
+class AdminError(Exception):
+    """Printed as `error: ...` with exit code 2."""
+
+
+def _state(value: int) -> str:
+    return control_pb2.JobState.Name(value)
+
+
+def _metrics(metrics) -> str:
+    return ", ".join(f"{m.name}={m.value:.2f}" for m in metrics) or "-"
+
+
+def _stubs(address: str):
+    channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", MAX_MESSAGE)])
+    return channel, control_pb2_grpc.ControlStub(channel), registry_pb2_grpc.ModuleRegistryStub(channel)
+
+
+def cmd_submit(args, control, registry) -> int:
+    spec = control_pb2.TransplantJobSpec(
+        category=args.category, task=args.task, method=args.method, samples=args.samples,
+        adapter=control_pb2.AdapterConfig(layers=args.layers, kernel_size=args.kernel, reorder=args.reorder),
+        seed=args.seed, teacher_site_id=args.teacher_site, generic_site_id=args.generic_site, steps=args.steps)
+    job = control.SubmitJob(control_pb2.SubmitJobRequest(spec=spec), timeout=args.timeout).job
+    print(f"submitted {job.job_id} ({_state(job.state)})")
+    if args.watch:
+        return _watch(control, job.job_id)
+    return 0
+
+
+def cmd_jobs(args, control, registry) -> int:
+    states = [control_pb2.JobState.Value(s) for s in args.state]
+    jobs = control.ListJobs(control_pb2.ListJobsRequest(states=states, limit=args.limit), timeout=args.timeout).jobs
+    rows = [(j.job_id, _state(j.state), j.spec.category, j.spec.task, j.spec.method, str(j.attempts),
+             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.created)),
+             j.error or _metrics(j.metrics)) for j in jobs]
+    _table(("JOB", "STATE", "CATEGORY", "TASK", "METHOD", "TRIES", "CREATED", "METRICS / ERROR"), rows)
+    return 0
+
+
+def cmd_watch(args, control, registry) -> int:
+    return _watch(control, args.job)
+
+
+def _watch(control, job_id: str) -> int:
+    bar = None
+    for event in control.WatchJob(control_pb2.WatchJobRequest(job_id=job_id)):
+        if event.total_steps:
+            if bar is None:
+                bar = tqdm(total=event.total_steps, desc=job_id, unit="step")
+            bar.update(event.step - bar.n)
+            bar.set_postfix(loss=f"{event.loss:.4g}")
+        elif event.state not in TERMINAL:  # the final state is printed from GetJob below
+            tqdm.write(f"{job_id}: {_state(event.state)}")
+    if bar is not None:
+        bar.close()
+    job = control.GetJob(control_pb2.GetJobRequest(job_id=job_id))
+    print(f"{job_id}: {_state(job.state)}" + (f" - {job.error}" if job.error else ""))
+    if job.metrics:
+        print(f"metrics: {_metrics(job.metrics)}")
+    if job.net_version:
+        print(f"transplant net version {job.net_version}")
+    return 0 if job.state == control_pb2.SUCCEEDED else 1
+
+
+def cmd_cancel(args, control, registry) -> int:
+    job = control.CancelJob(control_pb2.CancelJobRequest(job_id=args.job), timeout=args.timeout).job
+    print(f"{job.job_id}: {_state(job.state)}")
+    return 0
+
+
+def cmd_net(args, control, registry) -> int:
+    net = control.GetNet(control_pb2.GetNetRequest(version=args.version), timeout=args.timeout)
+    if not net.version:
+        print("no transplant net yet: no job has succeeded")
+        return 0
+    print(f"transplant net {net.name!r} version {net.version}")
+    rows = [(e.category, e.task, "native" if not e.adapter_id else e.method, _metrics(e.quality),
+             _metrics(e.teacher_quality), e.job_id or "-") for e in net.entries]
+    _table(("CATEGORY", "TASK", "ROUTE", "QUALITY", "TEACHER QUALITY", "JOB"), rows)
+    return 0
+
+
+def cmd_download(args, control, registry) -> int:
+    from coordinator.netfetch import build_net
+
+    net = control.GetNet(control_pb2.GetNetRequest(version=args.version), timeout=args.timeout)
+    if not net.version:
+        raise AdminError("no transplant net yet: no job has succeeded")
+    transplant_net = build_net(net, lambda module_id: download(registry, module_id))
+    path = transplant_net.save(Path(args.dir))
+    print(f"wrote transplant net version {net.version} to {path} "
+          f"({len(transplant_net.routes)} category x task pairs); load it with TransplantNet.load({str(path)!r})")
+    return 0
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if not rows:
+        print("(none)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m coordinator.admin", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--coordinator", default="127.0.0.1:50051", help="coordinator HOST:PORT")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    commands = parser.add_subparsers(dest="command", required=True)
+    submit = commands.add_parser("submit", help="start a transplant job")
+    submit.add_argument("--category", required=True, help="category whose module is transplanted")
+    submit.add_argument("--task", required=True, help="classification or segmentation")
+    submit.add_argument("--method", default="back_distill",
+                        help="back_distill (data-free) or a baseline: direct_learn, distill, jacobian, lstsq")
+    submit.add_argument("--samples", type=int, default=0, help="labelled samples to use (0: data-free)")
+    submit.add_argument("--layers", type=int, default=1, help="adapter conv layers (1..8)")
+    submit.add_argument("--kernel", type=int, default=1, choices=(1, 3), help="adapter kernel size")
+    submit.add_argument("--reorder", action="store_true", help="start the adapter with a channel permutation")
+    submit.add_argument("--teacher-site", required=True, help="site owning the category's teacher net")
+    submit.add_argument("--generic-site", required=True, help="site owning the generic task module")
+    submit.add_argument("--steps", type=int, default=600, help="optimisation steps (1..100000)")
+    submit.add_argument("--seed", type=int, default=0)
+    submit.add_argument("--watch", action="store_true", help="watch the job until it ends")
+    jobs = commands.add_parser("jobs", help="list jobs, most recent first")
+    jobs.add_argument("--state", action="append", default=[], choices=list(control_pb2.JobState.keys())[1:],
+                      help="only jobs in this state (repeatable)")
+    jobs.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
+    for name, text in (("watch", "live progress of a job until it ends"), ("cancel", "cancel a job")):
+        commands.add_parser(name, help=text).add_argument("job", help="job id (see `jobs`)")
+    net = commands.add_parser("net", help="show the transplant net and its quality")
+    net.add_argument("--version", type=int, default=0, help="net version (0: latest)")
+    down = commands.add_parser("download", help="write a runnable transplant net folder")
+    down.add_argument("dir", help="folder to write (TransplantNet.save layout)")
+    down.add_argument("--version", type=int, default=0, help="net version (0: latest)")
+    return parser
+
+
+COMMANDS = {"submit": cmd_submit, "jobs": cmd_jobs, "watch": cmd_watch, "cancel": cmd_cancel,
+            "net": cmd_net, "download": cmd_download}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    channel, control, registry = _stubs(args.coordinator)
+    try:
+        return COMMANDS[args.command](args, control, registry)
+    except grpc.RpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            print(f"error: cannot reach the coordinator at {args.coordinator} ({exc.code().name})", file=sys.stderr)
+        else:
+            print(f"error: {exc.details()}", file=sys.stderr)
+        return 2
+    except (AdminError, DownloadError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        channel.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

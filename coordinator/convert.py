@@ -1,0 +1,65 @@
+"""Conversions between store records / ledger rows and protobuf messages (one place, both ways)."""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+
+from coordinator.ledger import JobRow
+from coordinator.store.manifests import ModuleRecord
+from protos.nt.v1 import common_pb2, control_pb2, registry_pb2
+
+_ROLE_TO_PB = {"category": common_pb2.CATEGORY, "task": common_pb2.TASK,
+               "adapter": common_pb2.ADAPTER, "samples": common_pb2.SAMPLES}
+_PB_TO_ROLE = {v: k for k, v in _ROLE_TO_PB.items()}
+
+
+def role_name(role: int) -> str:
+    """'' for MODULE_ROLE_UNSPECIFIED or unknown values."""
+    return _PB_TO_ROLE.get(role, "")
+
+
+def role_value(role: str) -> int:
+    return _ROLE_TO_PB[role]
+
+
+def module_info(record: ModuleRecord) -> registry_pb2.ModuleInfo:
+    return registry_pb2.ModuleInfo(
+        module_id=record.module_id, spec_json=record.spec_json, sha256=record.sha256,
+        size_bytes=record.size_bytes, site_id=record.site_id, category=record.category,
+        role=role_value(record.role), task=record.task,
+        stats=common_pb2.FeatureStats(feature_norm_mean=record.feature_norm_mean,
+                                      num_images=record.num_images),
+        metadata=record.metadata, created=record.created)
+
+
+def module_ref(record: ModuleRecord) -> common_pb2.ModuleRef:
+    return common_pb2.ModuleRef(module_id=record.module_id, sha256=record.sha256,
+                                size_bytes=record.size_bytes)
+
+
+def metrics_pb(metrics: dict[str, float]) -> list[common_pb2.Metric]:
+    return [common_pb2.Metric(name=k, value=float(v)) for k, v in sorted(metrics.items())]
+
+
+def spec_to_dict(spec: control_pb2.TransplantJobSpec) -> dict:
+    return json_format.MessageToDict(spec, preserving_proto_field_name=True)
+
+
+def spec_from_dict(doc: dict) -> control_pb2.TransplantJobSpec:
+    return json_format.ParseDict(doc, control_pb2.TransplantJobSpec())
+
+
+def job_pb(row: JobRow, adapter: ModuleRecord | None = None) -> control_pb2.Job:
+    job = control_pb2.Job(
+        job_id=row.id, spec=spec_from_dict(row.spec), state=control_pb2.JobState.Value(row.state),
+        error=row.error, created=row.created, started=row.started, finished=row.finished,
+        metrics=metrics_pb(row.metrics), attempts=row.attempts, net_version=row.net_version)
+    if adapter is not None:
+        job.adapter_ref.CopyFrom(module_ref(adapter))
+    elif row.adapter_module_id:
+        job.adapter_ref.module_id = row.adapter_module_id
+    return job
+
+
+def state_event(job_id: str, state: str, message: str = "") -> control_pb2.JobEvent:
+    return control_pb2.JobEvent(job_id=job_id, state=control_pb2.JobState.Value(state), message=message)

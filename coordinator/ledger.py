@@ -1,0 +1,172 @@
+"""Durable job ledger (SQLite, WAL): jobs and their states survive a coordinator restart.
+
+Every state change is one guarded UPDATE (`WHERE state IN allowed sources`), so concurrent
+drivers, cancels and recoveries cannot move a job out of a terminal state: a job ends once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PENDING, RUNNING, EVALUATING = "PENDING", "RUNNING", "EVALUATING"
+SUCCEEDED, FAILED, CANCELLED = "SUCCEEDED", "FAILED", "CANCELLED"
+STATES = (PENDING, RUNNING, EVALUATING, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+# target state -> states it may be reached from (RUNNING -> PENDING: a retry)
+_SOURCES = {
+    RUNNING: (PENDING,),
+    PENDING: (RUNNING, EVALUATING),
+    EVALUATING: (RUNNING,),
+    SUCCEEDED: (EVALUATING,),
+    FAILED: (PENDING, RUNNING, EVALUATING),
+    CANCELLED: (PENDING, RUNNING, EVALUATING),
+}
+_COLUMNS = ("id", "spec", "state", "error", "created", "started", "finished", "attempts", "metrics",
+            "adapter_module_id", "net_version")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, error TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL, started REAL NOT NULL DEFAULT 0, finished REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0, metrics TEXT NOT NULL DEFAULT '{}',
+    adapter_module_id TEXT NOT NULL DEFAULT '', net_version INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS sites (
+    site_id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, last_seen REAL NOT NULL);
+"""
+
+
+@dataclass
+class JobRow:
+    id: str
+    spec: dict  # TransplantJobSpec as JSON (google.protobuf.json_format)
+    state: str
+    error: str = ""
+    created: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+    attempts: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    adapter_module_id: str = ""
+    net_version: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    site_id: str
+    endpoint: str
+    last_seen: float
+
+
+class Ledger:
+    """Thread-safe: one connection guarded by a lock (writes are tiny; SQLite serialises them anyway)."""
+
+    def __init__(self, path: Path | str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # jobs
+
+    def create_job(self, spec: dict) -> JobRow:
+        row = JobRow(id=f"job-{uuid.uuid4().hex[:12]}", spec=spec, state=PENDING, created=time.time())
+        with self._lock:
+            self._db.execute("INSERT INTO jobs (id, spec, state, created) VALUES (?, ?, ?, ?)",
+                             (row.id, json.dumps(spec, sort_keys=True), row.state, row.created))
+        return row
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        with self._lock:
+            found = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if found is None else _job(found)
+
+    def list_jobs(self, states: tuple[str, ...] = (), limit: int = 0) -> list[JobRow]:
+        """Most recent first."""
+        query = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+        args: list = list(states)
+        if states:
+            query += f" WHERE state IN ({', '.join('?' * len(states))})"
+        query += " ORDER BY created DESC, rowid DESC"
+        if limit:
+            query += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            return [_job(r) for r in self._db.execute(query, args).fetchall()]
+
+    def transition(self, job_id: str, state: str, **fields) -> bool:
+        """Moves the job to `state` (setting `fields`) only if allowed from its current state.
+
+        Entering RUNNING counts an attempt; terminal states stamp `finished`.
+        """
+        values = dict(fields)
+        if state == RUNNING:
+            values.setdefault("started", time.time())
+        if state in TERMINAL:
+            values.setdefault("finished", time.time())
+        for key in ("metrics",):
+            if key in values:
+                values[key] = json.dumps(values[key], sort_keys=True)
+        unknown = set(values) - set(_COLUMNS[3:])
+        if unknown:
+            raise ValueError(f"unknown job field(s) {sorted(unknown)}")
+        sets = ["state = ?"] + [f"{k} = ?" for k in values]
+        if state == RUNNING:
+            sets.append("attempts = attempts + 1")
+        sources = _SOURCES[state]
+        query = (f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? "
+                 f"AND state IN ({', '.join('?' * len(sources))})")
+        with self._lock:
+            cursor = self._db.execute(query, [state, *values.values(), job_id, *sources])
+        return cursor.rowcount == 1
+
+    def recover(self, max_attempts: int) -> list[str]:
+        """At start-up: jobs cut off mid-run are re-queued (or failed once out of attempts).
+
+        Returns every PENDING job id, oldest first, for the scheduler to pick up again.
+        """
+        for job in self.list_jobs((RUNNING, EVALUATING)):
+            if job.attempts >= max_attempts:
+                self.transition(job.id, FAILED, error="coordinator restarted too often "
+                                f"({job.attempts} attempts, limit {max_attempts})")
+            else:
+                self.transition(job.id, PENDING)
+        return [job.id for job in reversed(self.list_jobs((PENDING,)))]
+
+    # sites
+
+    def record_site(self, site_id: str, endpoint: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO sites (site_id, endpoint, last_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT(site_id) DO UPDATE SET endpoint = excluded.endpoint, last_seen = excluded.last_seen",
+                (site_id, endpoint, time.time()))
+
+    def get_site(self, site_id: str) -> SiteRow | None:
+        with self._lock:
+            found = self._db.execute("SELECT site_id, endpoint, last_seen FROM sites WHERE site_id = ?",
+                                     (site_id,)).fetchone()
+        return None if found is None else SiteRow(*found)
+
+
+def _job(row: tuple) -> JobRow:
+    doc = dict(zip(_COLUMNS, row))
+    doc["spec"] = json.loads(doc["spec"])
+    doc["metrics"] = json.loads(doc["metrics"])
+    return JobRow(**doc)

@@ -1,0 +1,34 @@
+"""Builds a runnable TransplantNet from a GetNet reply, fetching and validating every module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from protos.nt.v1 import control_pb2, registry_pb2
+from transplant.adapter import adapter_from_bytes
+from transplant.net import TransplantNet
+from transplant.spec import ModuleSpec, build_module, weights_from_bytes
+
+Fetch = Callable[[str], tuple[registry_pb2.ModuleInfo, bytes]]  # module id -> (info, weights)
+
+
+def _module(fetch: Fetch, module_id: str):
+    info, data = fetch(module_id)
+    spec = ModuleSpec.loads(info.spec_json)  # validated like an upload: spec, then every tensor
+    return build_module(spec, weights_from_bytes(data, spec))
+
+
+def build_net(net: control_pb2.GetNetReply, fetch: Fetch) -> TransplantNet:
+    categories = {e.category: e.category_module_id for e in net.entries}
+    tasks = {e.task: e.task_module_id for e in net.entries}
+    native = {e.task: e.category for e in net.entries if not e.adapter_id}
+    result = TransplantNet()
+    for name, module_id in sorted(categories.items()):
+        result.add_category(name, _module(fetch, module_id))
+    for name, module_id in sorted(tasks.items()):
+        result.add_task(name, _module(fetch, module_id), native_category=native.get(name))
+    for entry in net.entries:
+        if entry.adapter_id:
+            info, data = fetch(entry.adapter_id)
+            result.add_adapter(entry.category, entry.task, adapter_from_bytes(info.spec_json, data))
+    return result

@@ -1,0 +1,122 @@
+"""ModuleRegistry servicer: sites push and fetch modules (JSON spec + safetensors weights)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from coordinator import validation
+from coordinator.convert import module_info, role_name
+from coordinator.store import BlobNotFoundError, ObjectStore
+from coordinator.store.base import DEFAULT_CHUNK_SIZE
+from coordinator.store.manifests import (ModuleRecord, delete_module_record, list_module_records,
+                                         load_module_record, save_module_record)
+from coordinator.validation import UploadLimits, UploadRejected
+from protos.nt.v1 import chunk_pb2, registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
+MAX_CHUNK_SIZE = 3 << 20  # stays under the 4 MiB default message limit of plain clients
+
+
+def module_id_for(site_id: str, role: str, category: str, task: str, sha256: str) -> str:
+    """Stable across identical re-uploads: same site, role, names and bytes -> same id."""
+    names = category if role == "category" else f"{category}-{task}" if task else category
+    return f"{site_id}-{role}-{names}-{sha256[:12]}"
+
+
+class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
+    def __init__(self, store: ObjectStore, limits: UploadLimits = UploadLimits(),
+                 spool_dir: Path | None = None) -> None:
+        self.store, self.limits, self.spool_dir = store, limits, spool_dir
+        if spool_dir is not None:
+            spool_dir.mkdir(parents=True, exist_ok=True)
+
+    def Upload(self, request_iterator, context):
+        try:
+            record = self._ingest(request_iterator)
+        except UploadRejected as exc:
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.quota else grpc.StatusCode.INVALID_ARGUMENT
+            context.abort(code, str(exc))
+        log.info("stored module %s (%d bytes)", record.module_id, record.size_bytes)
+        return registry_pb2.UploadReply(module_id=record.module_id, sha256=record.sha256,
+                                        size_bytes=record.size_bytes)
+
+    def _ingest(self, requests: Iterator[registry_pb2.UploadRequest]) -> ModuleRecord:
+        first = next(requests, None)
+        if first is None or first.WhichOneof("payload") != "header":
+            raise UploadRejected("the first upload message must be the header")
+        header = first.header
+        role = role_name(header.role)
+        used = sum(r.size_bytes for r in list_module_records(self.store, header.site_id)) \
+            if validation.NAME.match(header.site_id) else 0
+        validation.check_header(header, role, self.limits, used)
+        spec = validation.parse_spec(role, header.spec_json)
+        with tempfile.NamedTemporaryFile(dir=self.spool_dir, prefix="upload-", suffix=".safetensors") as tmp:
+            spooled = validation.spool(_chunks(requests), tmp, Path(tmp.name), header.size_bytes)
+            validation.check_integrity(spooled, header.sha256, header.size_bytes)
+            samples = validation.check_weights_file(spooled.path, role, spec, self.limits)
+            with open(spooled.path, "rb") as data:  # valid: now, and only now, store it
+                self.store.put_blob(iter(lambda: data.read(DEFAULT_CHUNK_SIZE), b""),
+                                    spooled.sha256, spooled.size)
+        record = _record(header, role, spooled, samples)
+        save_module_record(self.store, record)  # last: the module becomes visible
+        return record
+
+    def Download(self, request, context):
+        record = load_module_record(self.store, request.module_id) if validation.NAME.match(
+            request.module_id) else None
+        if record is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no module {request.module_id!r}")
+        size = min(request.chunk_size or DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE)
+        try:
+            pieces = self.store.open_blob(record.sha256, size)
+        except BlobNotFoundError:
+            context.abort(grpc.StatusCode.DATA_LOSS, f"weights of module {record.module_id} are missing")
+        yield registry_pb2.DownloadReply(info=module_info(record))
+        offset = 0
+        for piece in pieces:
+            yield registry_pb2.DownloadReply(chunk=chunk_pb2.Chunk(data=piece, offset=offset))
+            offset += len(piece)
+
+    def List(self, request, context):
+        site = request.site_id or None
+        if site is not None and not validation.NAME.match(site):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid site id {site!r}")
+        records = list_module_records(self.store, site, role_name(request.role) or None)
+        keep = [r for r in records if (not request.category or r.category == request.category)
+                and (not request.task or r.task == request.task)]
+        return registry_pb2.ListModulesReply(modules=[module_info(r) for r in keep])
+
+    def Delete(self, request, context):
+        if not validation.NAME.match(request.module_id) or not validation.NAME.match(request.site_id):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "module_id and site_id are required")
+        record = load_module_record(self.store, request.module_id)
+        if record is None:
+            return registry_pb2.DeleteModuleReply(deleted=False)
+        if record.site_id != request.site_id:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"module {request.module_id} belongs to site {record.site_id!r}")
+        delete_module_record(self.store, record.site_id, record.module_id)
+        if not any(r.sha256 == record.sha256 for r in list_module_records(self.store)):
+            self.store.delete_blob(record.sha256)  # content-addressed: only when nobody else uses it
+        return registry_pb2.DeleteModuleReply(deleted=True)
+
+
+def _chunks(requests: Iterator[registry_pb2.UploadRequest]) -> Iterator[tuple[bytes, int]]:
+    for request in requests:
+        if request.WhichOneof("payload") != "chunk":
+            raise UploadRejected("only chunks may follow the header")
+        yield request.chunk.data, request.chunk.offset
+
+
+def _record(header, role: str, spooled: validation.Spooled, samples: int) -> ModuleRecord:
+    return ModuleRecord(
+        module_id=module_id_for(header.site_id, role, header.category, header.task, spooled.sha256),
+        site_id=header.site_id, category=header.category, role=role, task=header.task,
+        spec_json=header.spec_json, sha256=spooled.sha256, size_bytes=spooled.size,
+        feature_norm_mean=float(header.stats.feature_norm_mean),
+        num_images=samples or int(header.stats.num_images), metadata=dict(header.metadata))

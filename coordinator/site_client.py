@@ -1,0 +1,47 @@
+"""Asks the owning (teacher) site to evaluate a learnt adapter on its own data; only metrics return."""
+
+from __future__ import annotations
+
+import grpc
+
+from coordinator.convert import module_ref
+from coordinator.ledger import Ledger
+from coordinator.worker import JobPlan
+from protos.nt.v1 import common_pb2, site_pb2, site_pb2_grpc
+
+MAX_MESSAGE = 64 << 20
+
+
+class EvaluationError(Exception):
+    """The site could not (or would not) evaluate; the job fails with this message."""
+
+
+class SiteClient:
+    def __init__(self, ledger: Ledger, timeout_s: float = 120.0) -> None:
+        self.ledger, self.timeout_s = ledger, timeout_s
+
+    def evaluate(self, plan: JobPlan, adapter: common_pb2.ModuleRef, adapter_config_json: str) -> dict[str, float]:
+        site_id = plan.teacher_site_id
+        site = self.ledger.get_site(site_id)
+        if site is None:
+            raise EvaluationError(f"site {site_id} has never announced its endpoint (no heartbeat)")
+        request = site_pb2.EvaluateRequest(
+            job_id=plan.job_id, category=plan.category.category, task=plan.config.task, adapter=adapter,
+            task_module=module_ref(plan.generic_task), category_module=module_ref(plan.category),
+            adapter_config_json=adapter_config_json)
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE)]
+        with grpc.insecure_channel(site.endpoint, options=options) as channel:
+            try:
+                # wait_for_ready: a site restarting within the deadline still gets the request
+                reply = site_pb2_grpc.SiteAgentStub(channel).Evaluate(
+                    request, timeout=self.timeout_s, wait_for_ready=True)
+            except grpc.RpcError as exc:
+                if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                    raise EvaluationError(f"site {site_id} did not answer evaluation within "
+                                          f"{self.timeout_s:g} s") from None
+                raise EvaluationError(f"site {site_id} failed the evaluation: {exc.code().name}: "
+                                      f"{exc.details()}") from None
+        metrics = {m.name: float(m.value) for m in reply.metrics}
+        if not metrics:
+            raise EvaluationError(f"site {site_id} returned no metrics")
+        return metrics
