@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="runs per job, counting retries after Ray failures and coordinator restarts")
     serve.add_argument("--max-upload-gib", type=float, default=2.0, help="largest single module upload")
     serve.add_argument("--site-quota-gib", type=float, default=20.0, help="total module bytes per site")
+    serve.add_argument("--metrics-port", type=int, default=9100,
+                       help="HTTP port of the Prometheus /metrics endpoint (0: any free port, -1: none)")
+    serve.add_argument("--metrics-host", default="127.0.0.1", help="interface of the /metrics endpoint")
+    serve.add_argument("--quality-margin", type=float, default=5.0,
+                       help="points an adapter may trail its teacher before the quality alert fires")
     return parser
 
 
@@ -48,10 +53,14 @@ def serve(args: argparse.Namespace) -> int:
         store_url=args.store, state_dir=args.state_dir, host=args.host, port=args.port,
         ray_address=args.ray_address, max_concurrent_jobs=args.max_concurrent_jobs,
         eval_timeout_s=args.eval_timeout, max_attempts=args.max_attempts,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port, metrics_host=args.metrics_host,
+        quality_margin=args.quality_margin,
         limits=UploadLimits(max_upload_bytes=int(args.max_upload_gib * GIB),
                             site_quota_bytes=int(args.site_quota_gib * GIB)))
     handle = start_coordinator(config)
     print(f"coordinator listening on {args.host}:{handle.port}", flush=True)
+    if handle.metrics_port is not None:
+        print(f"metrics on http://{args.metrics_host}:{handle.metrics_port}/metrics", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

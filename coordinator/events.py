@@ -7,7 +7,7 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from protos.nt.v1 import control_pb2
 
@@ -18,10 +18,17 @@ class EventHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: dict[str, set[queue.Queue]] = defaultdict(set)
+        self._listeners: list[Callable[[control_pb2.JobEvent], None]] = []
+
+    def add_listener(self, listener: Callable[[control_pb2.JobEvent], None]) -> None:
+        """Called synchronously with every event of every job (metrics); must be quick and not raise."""
+        self._listeners.append(listener)
 
     def publish(self, event: control_pb2.JobEvent) -> None:
         if not event.time:
             event.time = time.time()
+        for listener in self._listeners:
+            listener(event)
         with self._lock:
             targets = list(self._subscribers.get(event.job_id, ()))
         for target in targets:

@@ -158,6 +158,16 @@ class Ledger:
                 "ON CONFLICT(site_id) DO UPDATE SET endpoint = excluded.endpoint, last_seen = excluded.last_seen",
                 (site_id, endpoint, time.time()))
 
+    def list_sites(self) -> list[SiteRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT site_id, endpoint, last_seen FROM sites ORDER BY site_id").fetchall()
+        return [SiteRow(*row) for row in rows]
+
+    def count_jobs(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return dict(rows)
+
     def get_site(self, site_id: str) -> SiteRow | None:
         with self._lock:
             found = self._db.execute("SELECT site_id, endpoint, last_seen FROM sites WHERE site_id = ?",

@@ -11,6 +11,7 @@ import grpc
 
 from coordinator import validation
 from coordinator.convert import module_info, role_name
+from coordinator.telemetry import CoordinatorMetrics
 from coordinator.store import BlobNotFoundError, ObjectStore
 from coordinator.store.base import DEFAULT_CHUNK_SIZE
 from coordinator.store.manifests import (ModuleRecord, delete_module_record, list_module_records,
@@ -30,8 +31,9 @@ def module_id_for(site_id: str, role: str, category: str, task: str, sha256: str
 
 class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
     def __init__(self, store: ObjectStore, limits: UploadLimits = UploadLimits(),
-                 spool_dir: Path | None = None) -> None:
+                 spool_dir: Path | None = None, metrics: CoordinatorMetrics | None = None) -> None:
         self.store, self.limits, self.spool_dir = store, limits, spool_dir
+        self.metrics = metrics
         if spool_dir is not None:
             spool_dir.mkdir(parents=True, exist_ok=True)
 
@@ -42,6 +44,8 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.quota else grpc.StatusCode.INVALID_ARGUMENT
             context.abort(code, str(exc))
         log.info("stored module %s (%d bytes)", record.module_id, record.size_bytes)
+        if self.metrics is not None:
+            self.metrics.bytes_received.labels(record.site_id).inc(record.size_bytes)
         return registry_pb2.UploadReply(module_id=record.module_id, sha256=record.sha256,
                                         size_bytes=record.size_bytes)
 
@@ -81,6 +85,8 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
         for piece in pieces:
             yield registry_pb2.DownloadReply(chunk=chunk_pb2.Chunk(data=piece, offset=offset))
             offset += len(piece)
+            if self.metrics is not None:
+                self.metrics.bytes_sent.inc(len(piece))
 
     def List(self, request, context):
         site = request.site_id or None

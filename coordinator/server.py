@@ -14,10 +14,12 @@ from coordinator.control_service import ControlService, HeartbeatService
 from coordinator.events import EventHub
 from coordinator.ledger import Ledger
 from coordinator.netbook import NetBook
+from coordinator.observer import CountingStore, Observer
 from coordinator.registry_service import RegistryService
 from coordinator.scheduler import Scheduler
 from coordinator.site_client import SiteClient
 from coordinator.store import open_store
+from coordinator.telemetry import CoordinatorMetrics, MetricsInterceptor
 from coordinator.validation import UploadLimits
 from protos.nt.v1 import control_pb2_grpc, heartbeat_pb2_grpc, registry_pb2_grpc
 
@@ -40,6 +42,9 @@ class CoordinatorConfig:
     # Where authentication will plug in: grpc.ServerInterceptor instances, applied to every service.
     interceptors: list[grpc.ServerInterceptor] = field(default_factory=list)
     rpc_threads: int = 16
+    metrics_port: int | None = None        # None: no /metrics endpoint; 0: any free port
+    metrics_host: str = "127.0.0.1"
+    quality_margin: float = 5.0            # points an adapter may trail its teacher before alerting
 
 
 @dataclass
@@ -48,6 +53,9 @@ class CoordinatorHandle:
     server: grpc.Server
     scheduler: Scheduler
     ledger: Ledger
+    metrics: CoordinatorMetrics
+    observer: Observer
+    metrics_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -57,6 +65,9 @@ class CoordinatorHandle:
         """Stops accepting RPCs, stops job drivers (cut-off jobs resume on restart), closes the ledger."""
         self.server.stop(grace_s).wait()
         self.scheduler.shutdown()
+        self.observer.stop()
+        self.metrics.up.set(0)
+        self.metrics.stop()
         self.ledger.close()
 
 
@@ -71,20 +82,23 @@ def init_ray(address: str | None) -> None:
 
 
 def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
-    store = open_store(config.store_url)
+    metrics = CoordinatorMetrics(quality_margin=config.quality_margin)
+    store = CountingStore(open_store(config.store_url), metrics)
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     ledger = Ledger(Path(config.state_dir) / "ledger.sqlite3")
     init_ray(config.ray_address)
     events, netbook = EventHub(), NetBook(store)
+    observer = Observer(metrics, ledger, store)
+    events.add_listener(observer.on_event)
     scheduler = Scheduler(ledger, store, config.store_url, events, SiteClient(ledger, config.eval_timeout_s),
                           netbook, config.max_concurrent_jobs, config.max_attempts, config.progress_every)
     server = grpc.server(
         futures.ThreadPoolExecutor(config.rpc_threads, thread_name_prefix="rpc"),
-        interceptors=list(config.interceptors),
+        interceptors=[MetricsInterceptor(metrics), *config.interceptors],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                  ("grpc.max_send_message_length", MAX_MESSAGE)])
     registry_pb2_grpc.add_ModuleRegistryServicer_to_server(
-        RegistryService(store, config.limits, Path(config.state_dir) / "spool"), server)
+        RegistryService(store, config.limits, Path(config.state_dir) / "spool", metrics), server)
     control_pb2_grpc.add_ControlServicer_to_server(ControlService(ledger, store, scheduler, events, netbook), server)
     heartbeat_pb2_grpc.add_HeartbeatServicer_to_server(HeartbeatService(ledger), server)
     port = server.add_insecure_port(f"{config.host}:{config.port}")
@@ -93,5 +107,11 @@ def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
     server.start()
     for job_id in ledger.recover(config.max_attempts):  # jobs from before a restart
         scheduler.submit(job_id)
+    metrics_port = None
+    if config.metrics_port is not None:
+        metrics_port = metrics.serve(config.metrics_port, config.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", config.metrics_host, metrics_port)
+    metrics.up.set(1)
+    observer.start()
     log.info("coordinator listening on %s:%d, store %s", config.host, port, config.store_url)
-    return CoordinatorHandle(port, server, scheduler, ledger)
+    return CoordinatorHandle(port, server, scheduler, ledger, metrics, observer, metrics_port)

@@ -57,6 +57,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=0, help="port to listen on (default 0: a free port)")
     p.add_argument("--advertise", metavar="HOST:PORT", help="endpoint sent in heartbeats (default HOST:PORT)")
     p.add_argument("--heartbeat-s", type=float, default=5.0, help="seconds between heartbeats (default 5)")
+    p.add_argument("--metrics-port", type=int, default=9101,
+                   help="HTTP port of the Prometheus /metrics endpoint (default 9101; 0: a free port; -1: none)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="interface of the /metrics endpoint")
 
 
 def _workspace_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -138,8 +141,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     handle = start_site_agent(args.workspace, args.coordinator, args.host, args.port, args.heartbeat_s,
-                              args.advertise, registry_retries=args.retries)
+                              args.advertise, registry_retries=args.retries,
+                              metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+                              metrics_host=args.metrics_host)
     print(f"site {handle.evaluator.info.site_id} serving SiteAgent on {handle.endpoint}", flush=True)
+    if handle.metrics_port is not None:
+        print(f"metrics on http://{args.metrics_host}:{handle.metrics_port}/metrics", flush=True)
     while not stop.wait(0.5):  # short waits: signal handlers only run between them
         pass
     logging.getLogger("site_agent").info("shutting down")

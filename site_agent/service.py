@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from transplant.spec import (ModuleSpec, SpecError, SpecModule, WeightsError, bu
                             weights_from_bytes)
 
 from site_agent import teacher_io
+from site_agent.telemetry import SiteMetrics
 from site_agent.client import RegistryClient, RegistryError, check_target
 from site_agent.errors import SiteAgentError
 
@@ -143,16 +145,25 @@ def _check_shapes(category: SpecModule, adapter: Adapter, task: SpecModule) -> N
 
 
 class SiteAgentServicer(site_pb2_grpc.SiteAgentServicer):
-    def __init__(self, evaluator: SiteEvaluator):
-        self.evaluator = evaluator
+    def __init__(self, evaluator: SiteEvaluator, metrics: SiteMetrics | None = None):
+        self.evaluator, self.metrics = evaluator, metrics
 
     def Evaluate(self, request: site_pb2.EvaluateRequest, context: grpc.ServicerContext) -> site_pb2.EvaluateReply:
+        start = time.perf_counter()
         try:
-            return self.evaluator.evaluate(request)
+            reply = self.evaluator.evaluate(request)
         except EvaluateError as exc:
             log.warning("job %s: evaluate refused: %s", request.job_id, exc)
+            self._count(exc.code.name, start)
             context.abort(exc.code, str(exc))
-        raise AssertionError("unreachable")  # context.abort raises
+        self._count("OK", start)
+        return reply
+
+    def _count(self, result: str, start: float) -> None:
+        if self.metrics is not None:
+            site = self.evaluator.info.site_id
+            self.metrics.evaluations.labels(site, result).inc()
+            self.metrics.evaluation_seconds.labels(site).observe(time.perf_counter() - start)
 
 
 class Heartbeat:
@@ -211,6 +222,8 @@ class SiteAgentHandle:
     heartbeat: Heartbeat
     registry: RegistryClient
     evaluator: SiteEvaluator
+    metrics: SiteMetrics | None = None
+    metrics_port: int | None = None
     stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float = 2.0) -> None:
@@ -220,6 +233,8 @@ class SiteAgentHandle:
         self.heartbeat.stop()
         self.server.stop(grace).wait()
         self.registry.close()
+        if self.metrics is not None:
+            self.metrics.stop()
 
     def wait(self) -> None:
         self.server.wait_for_termination()
@@ -227,25 +242,34 @@ class SiteAgentHandle:
 
 def start_site_agent(workspace: Path | str, coordinator: str, host: str = "127.0.0.1", port: int = 0,
                      heartbeat_s: float = 5.0, advertise: str | None = None, max_workers: int = 4,
-                     registry_retries: int = 3) -> SiteAgentHandle:
-    """Serve SiteAgent.Evaluate for a workspace (port 0: a free port) and start heartbeats."""
+                     registry_retries: int = 3, metrics_port: int | None = None,
+                     metrics_host: str = "127.0.0.1") -> SiteAgentHandle:
+    """Serve SiteAgent.Evaluate for a workspace (port 0: a free port) and start heartbeats.
+
+    With `metrics_port` (0: a free port), Prometheus metrics are served on HTTP /metrics.
+    """
     registry = RegistryClient(coordinator, retries=registry_retries, backoff_s=0.2)
     try:
         evaluator = SiteEvaluator(workspace, registry)
         # no SO_REUSEPORT: a second agent on a taken port must fail, not silently share it
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="site-agent"),
                              options=[("grpc.so_reuseport", 0)])
-        site_pb2_grpc.add_SiteAgentServicer_to_server(SiteAgentServicer(evaluator), server)
+        metrics = SiteMetrics(evaluator.info.site_id)
+        for task, values in evaluator.info.teacher_metrics.items():
+            for name, value in values.items():
+                metrics.teacher_quality.labels(evaluator.info.site_id, evaluator.info.category, task, name).set(value)
+        site_pb2_grpc.add_SiteAgentServicer_to_server(SiteAgentServicer(evaluator, metrics), server)
         bound = _bind(server, host, port)
     except BaseException:
         registry.close()
         raise
     server.start()
+    served_metrics = metrics.serve(metrics_port, metrics_host) if metrics_port is not None else None
     endpoint = advertise or f"{host}:{bound}"
     heartbeat = Heartbeat(coordinator, evaluator.info.site_id, endpoint, heartbeat_s).start()
     log.info("site '%s' (category '%s') serving SiteAgent on %s", evaluator.info.site_id,
              evaluator.info.category, endpoint)
-    return SiteAgentHandle(bound, endpoint, server, heartbeat, registry, evaluator)
+    return SiteAgentHandle(bound, endpoint, server, heartbeat, registry, evaluator, metrics, served_metrics)
 
 
 def _bind(server: grpc.Server, host: str, port: int) -> int:

@@ -13,10 +13,6 @@ class SiteMetrics:
                                    ["site", "result"], registry=r)
         self.evaluation_seconds = Histogram("transplant_site_evaluation_seconds", "Time to evaluate a candidate",
                                             ["site"], registry=r)
-        self.bytes_uploaded = Counter("transplant_site_bytes_uploaded_total", "Module bytes pushed", ["site"],
-                                      registry=r)
-        self.bytes_downloaded = Counter("transplant_site_bytes_downloaded_total", "Module bytes fetched",
-                                        ["site"], registry=r)
         self.teacher_quality = Gauge("transplant_site_teacher_quality", "The site's own teacher on its test set",
                                      ["site", "category", "task", "metric"], registry=r)
         self.up = Gauge("transplant_site_up", "1 while the site agent serves", ["site"], registry=r)
