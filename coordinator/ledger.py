@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0, metrics TEXT NOT NULL DEFAULT '{}',
     adapter_module_id TEXT NOT NULL DEFAULT '', net_version INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS progress (
+    job_id TEXT NOT NULL, step INTEGER NOT NULL, total INTEGER NOT NULL, loss REAL NOT NULL,
+    distill_loss REAL NOT NULL, task_loss REAL NOT NULL, time REAL NOT NULL, PRIMARY KEY (job_id, step));
 CREATE TABLE IF NOT EXISTS sites (
     site_id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, last_seen REAL NOT NULL);
 """
@@ -148,6 +151,20 @@ class Ledger:
             else:
                 self.transition(job.id, PENDING)
         return [job.id for job in reversed(self.list_jobs((PENDING,)))]
+
+    # progress (loss curves for reports; a re-run overwrites the steps it repeats)
+
+    def record_progress(self, job_id: str, step: int, total: int, loss: float, distill_loss: float,
+                        task_loss: float, at: float) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (job_id, step, total, loss, distill_loss, task_loss, at))
+
+    def job_progress(self, job_id: str) -> list[tuple[int, int, float, float, float, float]]:
+        """(step, total, loss, distill_loss, task_loss, time) in step order."""
+        with self._lock:
+            return self._db.execute("SELECT step, total, loss, distill_loss, task_loss, time FROM progress "
+                                    "WHERE job_id = ? ORDER BY step", (job_id,)).fetchall()
 
     # sites
 

@@ -53,10 +53,14 @@ class DistillSettings:
     pool_size: int = 512          # draws computed once and cached (B_T(G), B_S(G) need no gradients)
     lstsq_draws: int = 64         # draws for the one-shot solve (each gives H x W equations per channel)
 
-    def mode_for(self, task: str) -> str:
+    def mode_for(self, task: str, cross_network: bool = False) -> str:
+        """auto: uniform G for segmentation; for classifiers G = 1 with dummy_2nd masks inside one net
+        (paper Exp.1), the enlarged G across nets (paper Exp.2)."""
         if self.g_mode != "auto":
             return self.g_mode
-        return "uniform" if task == "segmentation" else "ones_masked"
+        if task == "segmentation":
+            return "uniform"
+        return "enlarged" if cross_network else "ones_masked"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ CHUNK = 64
 class PseudoGradientPool:
     def __init__(self, teacher_task: SpecModule, student_task: SpecModule, task: str,
                  settings: DistillSettings, generator: torch.Generator):
-        self.mode = settings.mode_for(task)
+        self.mode = settings.mode_for(task, cross_network=teacher_task is not student_task)
         if self.mode not in ("ones_masked", "enlarged", "uniform"):
             raise ValueError(f"unknown G mode '{self.mode}'")
         input_shape = None

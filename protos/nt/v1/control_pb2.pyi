@@ -159,6 +159,14 @@ class JobEvent(_message.Message):
     time: float
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., distill_loss: _Optional[float] = ..., task_loss: _Optional[float] = ..., message: _Optional[str] = ..., time: _Optional[float] = ...) -> None: ...
 
+class JobHistory(_message.Message):
+    __slots__ = ("job_id", "events")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    events: _containers.RepeatedCompositeFieldContainer[JobEvent]
+    def __init__(self, job_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[JobEvent, _Mapping]]] = ...) -> None: ...
+
 class GetNetRequest(_message.Message):
     __slots__ = ("name", "version")
     NAME_FIELD_NUMBER: _ClassVar[int]

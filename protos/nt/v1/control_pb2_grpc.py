@@ -65,6 +65,11 @@ class ControlStub:
                 request_serializer=protos_dot_nt_dot_v1_dot_control__pb2.GetNetRequest.SerializeToString,
                 response_deserializer=protos_dot_nt_dot_v1_dot_control__pb2.GetNetReply.FromString,
                 _registered_method=True)
+        self.GetJobHistory = channel.unary_unary(
+                '/transplant.v1.Control/GetJobHistory',
+                request_serializer=protos_dot_nt_dot_v1_dot_control__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=protos_dot_nt_dot_v1_dot_control__pb2.JobHistory.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -109,6 +114,13 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobHistory(self, request, context):
+        """The recorded progress of a job (loss curve), for reports; ends with the job's final state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +153,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.GetNet,
                     request_deserializer=protos_dot_nt_dot_v1_dot_control__pb2.GetNetRequest.FromString,
                     response_serializer=protos_dot_nt_dot_v1_dot_control__pb2.GetNetReply.SerializeToString,
+            ),
+            'GetJobHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobHistory,
+                    request_deserializer=protos_dot_nt_dot_v1_dot_control__pb2.GetJobRequest.FromString,
+                    response_serializer=protos_dot_nt_dot_v1_dot_control__pb2.JobHistory.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -306,6 +323,33 @@ class Control:
             '/transplant.v1.Control/GetNet',
             protos_dot_nt_dot_v1_dot_control__pb2.GetNetRequest.SerializeToString,
             protos_dot_nt_dot_v1_dot_control__pb2.GetNetReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transplant.v1.Control/GetJobHistory',
+            protos_dot_nt_dot_v1_dot_control__pb2.GetJobRequest.SerializeToString,
+            protos_dot_nt_dot_v1_dot_control__pb2.JobHistory.FromString,
             options,
             channel_credentials,
             insecure,
