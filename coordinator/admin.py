@@ -1,4 +1,4 @@
-"""Admin CLI: `python -m coordinator.admin --coordinator HOST:PORT <command>`.
+"""Admin CLI: `python -m coordinator.admin --coordinator HOST:PORT [--token-file FILE] [--tls-ca FILE] <command>`.
 
     submit   start a transplant job (optionally --watch it)
     jobs     table of jobs
@@ -6,6 +6,8 @@
     cancel   cancel a job
     net      the transplant net: which category x task pairs work, and how well
     download write a runnable TransplantNet folder (TransplantNet.load(DIR))
+
+The admin token comes from --token-file or $TRANSPLANT_ADMIN_TOKEN (see `python -m coordinator token new`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import grpc
 from tqdm import tqdm
 
+from coordinator import auth
 from coordinator.registry_client import DownloadError, download
 from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2_grpc
 
@@ -37,8 +40,13 @@ def _metrics(metrics) -> str:
     return ", ".join(f"{m.name}={m.value:.2f}" for m in metrics) or "-"
 
 
-def _stubs(address: str):
-    channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", MAX_MESSAGE)])
+def _security(args) -> auth.ClientSecurity:
+    return auth.ClientSecurity.from_files(auth.read_token(args.token_file, auth.ADMIN_TOKEN_ENV),
+                                          args.tls_ca, args.tls_cert, args.tls_key)
+
+
+def _stubs(address: str, security: auth.ClientSecurity = auth.PLAINTEXT):
+    channel = security.channel(address, options=[("grpc.max_receive_message_length", MAX_MESSAGE)])
     return channel, control_pb2_grpc.ControlStub(channel), registry_pb2_grpc.ModuleRegistryStub(channel)
 
 
@@ -120,6 +128,14 @@ def cmd_download(args, control, registry) -> int:
     return 0
 
 
+def cmd_report(args, control, registry) -> int:
+    from coordinator.report import write_report
+
+    directory = write_report(control, Path(args.dir), timeout=args.timeout)
+    print(f"wrote {directory / 'index.html'} with quality_matrix.png, quality_vs_samples.png, loss_curves.png")
+    return 0
+
+
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
     for row in (header, *rows):
@@ -133,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--coordinator", default="127.0.0.1:50051", help="coordinator HOST:PORT")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    parser.add_argument("--token-file", type=Path, default=None,
+                        help=f"file holding the admin token (default: ${auth.ADMIN_TOKEN_ENV})")
+    parser.add_argument("--tls-ca", type=Path, default=None, help="CA (PEM) of the coordinator's certificate: TLS")
+    parser.add_argument("--tls-cert", type=Path, default=None, help="client certificate (PEM) for mutual TLS")
+    parser.add_argument("--tls-key", type=Path, default=None, help="private key of --tls-cert (PEM)")
     commands = parser.add_subparsers(dest="command", required=True)
     submit = commands.add_parser("submit", help="start a transplant job")
     submit.add_argument("--category", required=True, help="category whose module is transplanted")
@@ -159,21 +180,30 @@ def build_parser() -> argparse.ArgumentParser:
     down = commands.add_parser("download", help="write a runnable transplant net folder")
     down.add_argument("dir", help="folder to write (TransplantNet.save layout)")
     down.add_argument("--version", type=int, default=0, help="net version (0: latest)")
+    report = commands.add_parser("report", help="write PNG plots and a one-page HTML summary of the net")
+    report.add_argument("dir", help="folder to write (index.html + PNGs)")
     return parser
 
 
 COMMANDS = {"submit": cmd_submit, "jobs": cmd_jobs, "watch": cmd_watch, "cancel": cmd_cancel,
-            "net": cmd_net, "download": cmd_download}
+            "net": cmd_net, "download": cmd_download, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    channel, control, registry = _stubs(args.coordinator)
+    try:
+        security = _security(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    channel, control, registry = _stubs(args.coordinator, security)
     try:
         return COMMANDS[args.command](args, control, registry)
     except grpc.RpcError as exc:
         if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             print(f"error: cannot reach the coordinator at {args.coordinator} ({exc.code().name})", file=sys.stderr)
+        elif exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
         else:
             print(f"error: {exc.details()}", file=sys.stderr)
         return 2

@@ -8,12 +8,12 @@ import time
 import grpc
 
 from coordinator import ledger as L
-from coordinator import validation
+from coordinator import auth, validation
 from coordinator.convert import job_pb, metrics_pb, spec_to_dict, state_event
 from coordinator.events import EventHub
 from coordinator.netbook import NetBook
 from coordinator.scheduler import Scheduler
-from coordinator.store import ObjectStore
+from coordinator.store import ObjectStore, StoreError
 from coordinator.store.manifests import load_module_record
 from protos.nt.v1 import control_pb2, control_pb2_grpc, heartbeat_pb2, heartbeat_pb2_grpc
 from transplant.architectures import TASKS
@@ -56,7 +56,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
         self.events, self.netbook, self.watch_poll_s = events, netbook, watch_poll_s
 
     def SubmitJob(self, request, context):
-        problem = check_spec(request.spec, self.store)
+        try:
+            problem = check_spec(request.spec, self.store)
+        except StoreError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable, job not submitted: {exc}")
         if problem:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         row = self.ledger.create_job(spec_to_dict(request.spec))
@@ -96,7 +99,20 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 if event.state in _TERMINAL_PB:
                     return
 
+    def GetJobHistory(self, request, context):
+        row = self._row(request.job_id, context)
+        events = [control_pb2.JobEvent(job_id=row.id, state=control_pb2.RUNNING, step=step, total_steps=total,
+                                       loss=loss, distill_loss=distill, task_loss=task, time=at)
+                  for step, total, loss, distill, task, at in self.ledger.job_progress(row.id)]
+        return control_pb2.JobHistory(job_id=row.id, events=events)
+
     def GetNet(self, request, context):
+        try:
+            return self._net(request)
+        except StoreError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable: {exc}")
+
+    def _net(self, request):
         net = self.netbook.load(request.version)
         if net is None:
             return control_pb2.GetNetReply(name=request.name or self.netbook.name)
@@ -119,8 +135,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
         return row
 
     def _job(self, row: L.JobRow) -> control_pb2.Job:
-        adapter = load_module_record(self.store, row.adapter_module_id, "coordinator") \
-            if row.adapter_module_id else None
+        try:
+            adapter = load_module_record(self.store, row.adapter_module_id, "coordinator") \
+                if row.adapter_module_id else None
+        except StoreError:  # the job's state comes from the ledger; its adapter ref can wait
+            adapter = None
         return job_pb(row, adapter)
 
 
@@ -149,6 +168,7 @@ class HeartbeatService(heartbeat_pb2_grpc.HeartbeatServicer):
     def Ping(self, request, context):
         if not validation.NAME.match(request.site_id):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid site id {request.site_id!r}")
+        auth.check_site_context(context, request.site_id, "send heartbeats")
         if not request.endpoint or len(request.endpoint) > 255 or ":" not in request.endpoint:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "endpoint must be host:port")
         self.ledger.record_site(request.site_id, request.endpoint)

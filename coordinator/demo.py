@@ -59,7 +59,7 @@ class Group:
 class DemoOptions:
     workdir: Path = ROOT / "outputs" / "demo"
     samples: int = 20           # labelled samples each site shares (opt-in) for few-shot jobs; 0 = data-free
-    steps: int = 300
+    steps: int = 600
     quick: bool = False         # 3 digits sites only: what the end-to-end test runs
     timeout_s: float = 1500.0
     groups: list[Group] = field(default_factory=list)

@@ -46,7 +46,7 @@ def quality_matrix(entries, path: Path) -> Path:
             row = categories.index(entry.category)
             value = _metrics(entry.quality).get(metric)
             teacher = _metrics(entry.teacher_quality).get(metric)
-            text = "-" if value is None else f"{value:.1f}"
+            text = ("native (generic module)" if not entry.adapter_id else "-") if value is None else f"{value:.1f}"
             if teacher is not None:
                 text += f" (teacher {teacher:.1f})"
             ax.text(0, row, text, ha="center", va="center", fontsize=9)

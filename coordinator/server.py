@@ -10,8 +10,11 @@ from pathlib import Path
 
 import grpc
 
+from coordinator import auth
 from coordinator.control_service import ControlService, HeartbeatService
 from coordinator.events import EventHub
+from coordinator.ledger import EVALUATING as L_EVALUATING
+from coordinator.ledger import SUCCEEDED as L_SUCCEEDED
 from coordinator.ledger import Ledger
 from coordinator.netbook import NetBook
 from coordinator.observer import CountingStore, Observer
@@ -39,8 +42,15 @@ class CoordinatorConfig:
     max_attempts: int = 3
     progress_every: int = 10
     limits: UploadLimits = field(default_factory=UploadLimits)
-    # Where authentication will plug in: grpc.ServerInterceptor instances, applied to every service.
+    # Extra grpc.ServerInterceptor instances, applied to every service after metrics and authentication.
     interceptors: list[grpc.ServerInterceptor] = field(default_factory=list)
+    # Security (all optional; without them: plaintext and no authentication, fine on loopback only).
+    auth_file: Path | None = None              # tokens (sha256) of admins and sites; re-read when it changes
+    coordinator_token_file: Path | None = None # token presented to sites when calling SiteAgent.Evaluate
+    tls_cert: Path | None = None               # server certificate (PEM) ...
+    tls_key: Path | None = None                # ... and its private key: TLS
+    tls_client_ca: Path | None = None          # with it, mutual TLS: clients need a certificate it signed
+    tls_ca: Path | None = None                 # CA that signed the sites' certificates: TLS to sites
     rpc_threads: int = 16
     metrics_port: int | None = None        # None: no /metrics endpoint; 0: any free port
     metrics_host: str = "127.0.0.1"
@@ -81,7 +91,18 @@ def init_ray(address: str | None) -> None:
              runtime_env={"env_vars": {"TRANSPLANT_THREADS": threads}})
 
 
+def _persist_progress(ledger: Ledger, event) -> None:
+    """Progress events also go to the ledger: loss curves for reports outlive the watchers."""
+    if event.total_steps:
+        ledger.record_progress(event.job_id, event.step, event.total_steps, event.loss, event.distill_loss,
+                               event.task_loss, event.time)
+
+
 def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
+    security = _security(config)  # first: a bad auth file or token file stops us before anything starts
+    site_security = auth.ClientSecurity.from_files(auth.read_token(config.coordinator_token_file),
+                                                   config.tls_ca)
+    credentials = _server_credentials(config)
     metrics = CoordinatorMetrics(quality_margin=config.quality_margin)
     store = CountingStore(open_store(config.store_url), metrics)
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
@@ -90,21 +111,25 @@ def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
     events, netbook = EventHub(), NetBook(store)
     observer = Observer(metrics, ledger, store)
     events.add_listener(observer.on_event)
-    scheduler = Scheduler(ledger, store, config.store_url, events, SiteClient(ledger, config.eval_timeout_s),
+    events.add_listener(lambda e: _persist_progress(ledger, e))
+    scheduler = Scheduler(ledger, store, config.store_url, events,
+                          SiteClient(ledger, config.eval_timeout_s, site_security),
                           netbook, config.max_concurrent_jobs, config.max_attempts, config.progress_every)
     server = grpc.server(
         futures.ThreadPoolExecutor(config.rpc_threads, thread_name_prefix="rpc"),
-        interceptors=[MetricsInterceptor(metrics), *config.interceptors],
+        interceptors=[MetricsInterceptor(metrics), *security, *config.interceptors],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                  ("grpc.max_send_message_length", MAX_MESSAGE)])
     registry_pb2_grpc.add_ModuleRegistryServicer_to_server(
         RegistryService(store, config.limits, Path(config.state_dir) / "spool", metrics), server)
     control_pb2_grpc.add_ControlServicer_to_server(ControlService(ledger, store, scheduler, events, netbook), server)
     heartbeat_pb2_grpc.add_HeartbeatServicer_to_server(HeartbeatService(ledger), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {config.host}:{config.port}")
     server.start()
+    reconcile_committed_jobs(ledger, netbook)  # before recovery: a committed job must not run twice
     for job_id in ledger.recover(config.max_attempts):  # jobs from before a restart
         scheduler.submit(job_id)
     metrics_port = None
@@ -113,5 +138,55 @@ def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
         log.info("metrics on http://%s:%d/metrics", config.metrics_host, metrics_port)
     metrics.up.set(1)
     observer.start()
-    log.info("coordinator listening on %s:%d, store %s", config.host, port, config.store_url)
+    log.info("coordinator listening on %s:%d (%s), store %s", config.host, port,
+             "mutual TLS" if config.tls_client_ca else "TLS" if config.tls_cert else "plaintext", config.store_url)
     return CoordinatorHandle(port, server, scheduler, ledger, metrics, observer, metrics_port)
+
+
+def _server_credentials(config: CoordinatorConfig) -> grpc.ServerCredentials | None:
+    if config.tls_cert or config.tls_key:
+        if not (config.tls_cert and config.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        return auth.server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+    if config.tls_client_ca:
+        raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+    return None
+
+
+def _security(config: CoordinatorConfig) -> list[grpc.ServerInterceptor]:
+    """The authentication interceptor, or none (with a loud warning off loopback)."""
+    if config.auth_file is not None:
+        return [auth.AuthInterceptor(auth.TokenTable(config.auth_file))]
+    if not auth.is_loopback(config.host):
+        log.warning("!" * 78)
+        log.warning("NO AUTHENTICATION: the coordinator listens on %s without --auth-file; anybody who can "
+                    "reach it may upload, delete, submit and read everything", config.host)
+        log.warning("!" * 78)
+    return []
+
+
+def reconcile_committed_jobs(ledger: Ledger, netbook: NetBook) -> list[str]:
+    """Jobs cut off after their net commit but before the ledger said SUCCEEDED are SUCCEEDED now.
+
+    The commit point of a job is the net manifest (LATEST); re-running such a job would commit its
+    result a second time. Returns the ids reconciled.
+    """
+    evaluating = {row.id: row for row in ledger.list_jobs((L_EVALUATING,))}
+    if not evaluating:
+        return []
+    latest = netbook.load()
+    found: dict[str, tuple[int, dict[str, float]]] = {}
+    version = latest.version if latest else 0
+    while version >= 1 and len(found) < len(evaluating):  # newest first; each job committed at most once
+        net = netbook.load(version)
+        for entry in net.adapters if net else ():
+            if entry.job_id in evaluating and entry.job_id not in found:
+                metrics = {**entry.metrics, **{f"teacher_{k}": v for k, v in entry.teacher_metrics.items()}}
+                found[entry.job_id] = (version, metrics)
+        version -= 1
+    done = []
+    for job_id, (version, metrics) in found.items():
+        if ledger.transition(job_id, L_SUCCEEDED, metrics=metrics, net_version=version):
+            log.info("job %s: committed as net version %d before a restart; marked SUCCEEDED", job_id, version)
+            done.append(job_id)
+    return done

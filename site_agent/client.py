@@ -7,6 +7,7 @@ or restarting); every other status is final and reported naming the module.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import grpc
 import torch
 from tqdm import tqdm
 
+from coordinator.auth import PLAINTEXT, ClientSecurity
 from protos.nt.v1 import chunk_pb2, common_pb2, registry_pb2, registry_pb2_grpc
 
 from site_agent import teacher_io
@@ -63,20 +65,23 @@ def header_for(module: ModuleFile, info: SiteInfo) -> registry_pb2.UploadHeader:
     elif module.role == "task":
         for name, value in info.teacher_metrics.get(module.task, {}).items():
             header.metadata[f"teacher_{name}"] = f"{value:.6g}"
-    else:
+    else:  # a samples set is no module: its description travels as metadata, the spec stays empty
+        header.spec_json = ""
+        header.metadata.update({k: str(v) for k, v in json.loads(module.spec_json).items() if k != "format"})
         header.metadata["num_samples"] = str(info.shared_samples)
     return header
 
 
 class RegistryClient:
     def __init__(self, target: str, retries: int = 5, backoff_s: float = 0.5, timeout_s: float = 120.0,
-                 chunk_size: int = CHUNK_SIZE):
+                 chunk_size: int = CHUNK_SIZE, security: ClientSecurity = PLAINTEXT):
+        """`security`: the site's token (sent as `authorization: Bearer` on every call) and TLS settings."""
         self.target = check_target(target)
         if not 1 <= chunk_size <= CHUNK_SIZE:
             raise SiteAgentError(f"chunk size must lie in 1..{CHUNK_SIZE} bytes")
         self.retries, self.backoff_s = max(1, retries), backoff_s
         self.timeout_s, self.chunk_size = timeout_s, chunk_size
-        self.channel = grpc.insecure_channel(target)
+        self.channel = security.channel(target)
         self.stub = registry_pb2_grpc.ModuleRegistryStub(self.channel)
 
     def close(self) -> None:

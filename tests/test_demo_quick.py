@@ -1,0 +1,28 @@
+"""The demo's path, smaller: a coordinator and 3 site agents as separate processes on loopback gRPC."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from coordinator.demo import DemoOptions, run_demo
+from transplant.net import TransplantNet
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_quick_demo_end_to_end(tmp_path, capsys):
+    rows = run_demo(DemoOptions(workdir=tmp_path / "demo", quick=True, steps=200, timeout_s=600))
+    assert [r["state"] for r in rows] == ["SUCCEEDED", "SUCCEEDED"], rows
+    for row in rows:
+        assert row["teacher"] is not None and row["transplanted"] is not None
+        assert row["transplanted"] < 40, row  # far better than chance (50 %) from 20 samples
+        assert row["bytes_delivered"] > 0
+    net = TransplantNet.load(tmp_path / "demo" / "net")
+    assert sorted(net.routes) == [("3", "classification"), ("5", "classification"), ("8", "classification")]
+    assert net(torch.rand(2, 1, 16, 16), "5", "classification").shape == (2, 1)
+    assert (tmp_path / "demo" / "report" / "index.html").is_file()
+    assert json.loads((tmp_path / "demo" / "results.json").read_text()) == rows
+    printed = capsys.readouterr().out
+    assert "transplanted" in printed and "Outputs in" in printed
