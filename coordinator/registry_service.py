@@ -9,10 +9,10 @@ from pathlib import Path
 
 import grpc
 
-from coordinator import validation
+from coordinator import auth, validation
 from coordinator.convert import module_info, role_name
 from coordinator.telemetry import CoordinatorMetrics
-from coordinator.store import BlobNotFoundError, ObjectStore
+from coordinator.store import BlobNotFoundError, ObjectStore, StoreError
 from coordinator.store.base import DEFAULT_CHUNK_SIZE
 from coordinator.store.manifests import (ModuleRecord, delete_module_record, list_module_records,
                                          load_module_record, save_module_record)
@@ -36,6 +36,8 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
         self.metrics = metrics
         if spool_dir is not None:
             spool_dir.mkdir(parents=True, exist_ok=True)
+            for stale in spool_dir.glob("upload-*.safetensors"):  # left by a coordinator killed mid-upload
+                stale.unlink(missing_ok=True)
 
     def Upload(self, request_iterator, context):
         try:
@@ -43,6 +45,11 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
         except UploadRejected as exc:
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.quota else grpc.StatusCode.INVALID_ARGUMENT
             context.abort(code, str(exc))
+        except auth.PermissionDenied as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except StoreError as exc:  # after the store's own bounded retries; nothing became visible
+            log.warning("upload failed on the object store: %s", exc)
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable, upload not stored: {exc}")
         log.info("stored module %s (%d bytes)", record.module_id, record.size_bytes)
         if self.metrics is not None:
             self.metrics.bytes_received.labels(record.site_id).inc(record.size_bytes)
@@ -54,6 +61,10 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
         if first is None or first.WhichOneof("payload") != "header":
             raise UploadRejected("the first upload message must be the header")
         header = first.header
+        caller = auth.current_caller()
+        if caller is not None and caller.role != auth.SITE:
+            raise auth.PermissionDenied(f"{caller} may not upload modules: only sites do")
+        auth.check_site(header.site_id, "upload modules")
         role = role_name(header.role)
         used = sum(r.size_bytes for r in list_module_records(self.store, header.site_id)) \
             if validation.NAME.match(header.site_id) else 0
@@ -63,16 +74,17 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
             spooled = validation.spool(_chunks(requests), tmp, Path(tmp.name), header.size_bytes)
             validation.check_integrity(spooled, header.sha256, header.size_bytes)
             samples = validation.check_weights_file(spooled.path, role, spec, self.limits)
-            with open(spooled.path, "rb") as data:  # valid: now, and only now, store it
-                self.store.put_blob(iter(lambda: data.read(DEFAULT_CHUNK_SIZE), b""),
-                                    spooled.sha256, spooled.size)
+            self.store.put_verified_file(spooled.path, spooled.sha256, spooled.size)  # valid: now, and only now
         record = _record(header, role, spooled, samples)
         save_module_record(self.store, record)  # last: the module becomes visible
         return record
 
     def Download(self, request, context):
-        record = load_module_record(self.store, request.module_id) if validation.NAME.match(
-            request.module_id) else None
+        try:
+            record = load_module_record(self.store, request.module_id) if validation.NAME.match(
+                request.module_id) else None
+        except StoreError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable: {exc}")
         if record is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no module {request.module_id!r}")
         size = min(request.chunk_size or DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE)
@@ -80,6 +92,8 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
             pieces = self.store.open_blob(record.sha256, size)
         except BlobNotFoundError:
             context.abort(grpc.StatusCode.DATA_LOSS, f"weights of module {record.module_id} are missing")
+        except StoreError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable: {exc}")
         yield registry_pb2.DownloadReply(info=module_info(record))
         offset = 0
         for piece in pieces:
@@ -89,10 +103,15 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
                 self.metrics.bytes_sent.inc(len(piece))
 
     def List(self, request, context):
-        site = request.site_id or None
+        caller = auth.current_caller()
+        site = request.site_id or (caller.name if caller is not None and caller.role == auth.SITE else None)
         if site is not None and not validation.NAME.match(site):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid site id {site!r}")
-        records = list_module_records(self.store, site, role_name(request.role) or None)
+        auth.check_site_context(context, site, "list modules")  # a site lists only its own modules
+        try:
+            records = list_module_records(self.store, site, role_name(request.role) or None)
+        except StoreError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable: {exc}")
         keep = [r for r in records if (not request.category or r.category == request.category)
                 and (not request.task or r.task == request.task)]
         return registry_pb2.ListModulesReply(modules=[module_info(r) for r in keep])
@@ -100,6 +119,13 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
     def Delete(self, request, context):
         if not validation.NAME.match(request.module_id) or not validation.NAME.match(request.site_id):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "module_id and site_id are required")
+        auth.check_site_context(context, request.site_id, "delete modules")
+        try:
+            return self._delete(request, context)
+        except StoreError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable, nothing deleted: {exc}")
+
+    def _delete(self, request, context):
         record = load_module_record(self.store, request.module_id)
         if record is None:
             return registry_pb2.DeleteModuleReply(deleted=False)

@@ -2,12 +2,13 @@
 
 Order matters: header fields and declared size first (cheap, before reading any byte), then the
 weights are spooled to a temp file while hashing (bounded memory), then checked tensor by tensor
-with safetensors `safe_open` (one tensor in memory at a time) against the declared spec.
+with safetensors `safe_open` against the declared spec, and scanned for NaN/Inf in bounded pieces.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
@@ -25,6 +27,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # leading alnum: no '.'
 ROLES = ("category", "task", "adapter", "samples")
 MAX_METADATA_ITEMS, MAX_METADATA_CHARS = 32, 4096
 _DTYPES = {"F32": torch.float32, "I64": torch.int64}
+FINITE_CHECK_BYTES = 4 << 20  # bytes checked for NaN/Inf at a time
 
 
 class UploadRejected(Exception):
@@ -141,7 +144,7 @@ def check_weights_file(path: Path, role: str, spec: ModuleSpec | AdapterConfig |
             expected = expected_tensors(role, spec)
             if expected is None:
                 return _check_samples(handle, limits)
-            _check_tensors(handle, expected)
+            _check_tensors(handle, expected, _layout(path))
             return 0
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise UploadRejected(f"weights are not a valid safetensors file: {exc}") from None
@@ -152,7 +155,24 @@ def _tensor_header(handle, name: str) -> tuple[str, tuple[int, ...]]:
     return piece.get_dtype(), tuple(piece.get_shape())
 
 
-def _check_tensors(handle, expected: dict[str, tuple[int, ...]]) -> None:
+@dataclass(frozen=True)
+class _Layout:
+    """Where each tensor's bytes lie in a safetensors file (already validated by safe_open)."""
+
+    path: Path
+    data_start: int
+    data_offsets: dict[str, tuple[int, int]]
+
+
+def _layout(path: Path) -> _Layout:
+    with open(path, "rb") as data:
+        header_len = int.from_bytes(data.read(8), "little")
+        header = json.loads(data.read(header_len))
+    offsets = {k: tuple(v["data_offsets"]) for k, v in header.items() if k != "__metadata__"}
+    return _Layout(path, 8 + header_len, offsets)
+
+
+def _check_tensors(handle, expected: dict[str, tuple[int, ...]], offsets: _Layout) -> None:
     names = set(handle.keys())
     if missing := sorted(set(expected) - names):
         raise UploadRejected(f"weights miss tensor(s) {missing[:5]}")
@@ -164,8 +184,24 @@ def _check_tensors(handle, expected: dict[str, tuple[int, ...]]) -> None:
             raise UploadRejected(f"tensor '{name}' has shape {list(actual)}, the spec says {list(shape)}")
         if dtype != "F32":
             raise UploadRejected(f"tensor '{name}' has dtype {dtype}, expected F32 (float32)")
-        if not torch.isfinite(handle.get_tensor(name)).all():
+        if not _all_finite(offsets, name, shape):
             raise UploadRejected(f"tensor '{name}' holds NaN or Inf values")
+
+
+def _all_finite(handle: _Layout, name: str, shape: tuple[int, ...]) -> bool:
+    """Scanned straight from the file in bounded pieces with numpy (fast, and memory stays bounded)."""
+    begin, end = handle.data_offsets[name]
+    with open(handle.path, "rb") as data:
+        data.seek(handle.data_start + begin)
+        remaining = end - begin
+        while remaining > 0:
+            piece = data.read(min(remaining, FINITE_CHECK_BYTES))
+            if len(piece) % 4 or not piece:
+                return False
+            if not np.isfinite(np.frombuffer(piece, dtype="<f4")).all():
+                return False
+            remaining -= len(piece)
+    return True
 
 
 def _check_samples(handle, limits: UploadLimits) -> int:

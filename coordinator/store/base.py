@@ -8,6 +8,8 @@ Two kinds of things are stored:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hashlib
 import json
 import re
@@ -135,6 +137,15 @@ class ObjectStore(ABC):
         mismatch (BlobIntegrityError) or an exception from `chunks`, nothing is visible.
         Storing identical content again is a no-op returning the same BlobInfo.
         """
+
+    def put_verified_file(self, path: Path, sha256: str, size: int) -> BlobInfo:
+        """Stores a local file whose sha256 and size the caller has already verified (the registry's
+        upload spool). Backends may take it without re-reading it; by default it is streamed."""
+        existing = self.blob_info(sha256.lower())
+        if existing is not None:  # content-addressed: identical content is already there
+            return existing
+        with open(path, "rb") as data:
+            return self.put_blob(iter(lambda: data.read(DEFAULT_CHUNK_SIZE), b""), sha256, size)
 
     @abstractmethod
     def open_blob(self, sha256: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:

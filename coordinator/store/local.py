@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from typing import BinaryIO
 from coordinator.store.base import (
     DEFAULT_CHUNK_SIZE,
     BlobInfo,
+    BlobIntegrityError,
     BlobNotFoundError,
     HashingReader,
     ObjectStore,
@@ -66,6 +68,28 @@ class LocalStore(ObjectStore):
                 os.replace(tmp_path, final)
                 _fsync_dir(final.parent)
         return info
+
+    def put_verified_file(self, path: Path, sha256: str, size: int) -> BlobInfo:
+        """A hard link when the file is on the same file system (no copy, no second hash), else a copy."""
+        sha256 = check_sha256(sha256.lower())
+        final = self._blob_path(sha256)
+        if final.exists():
+            return BlobInfo(sha256, size)
+        with self._temp_file() as (tmp_path, out):
+            out.close()
+            tmp_path.unlink()
+            try:
+                os.link(path, tmp_path)
+            except OSError:  # another file system, or no hard links: copy
+                shutil.copyfile(path, tmp_path)
+            with open(tmp_path, "rb+") as handle:
+                _flush_to_disk(handle)
+            if tmp_path.stat().st_size != size:
+                raise BlobIntegrityError(f"{path} has {tmp_path.stat().st_size} bytes, expected {size}")
+            final.parent.mkdir(exist_ok=True)
+            os.replace(tmp_path, final)
+            _fsync_dir(final.parent)
+        return BlobInfo(sha256, size)
 
     def open_blob(self, sha256: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         try:

@@ -124,3 +124,22 @@ def test_rejects_malformed_digests(store: ObjectStore) -> None:
         store.blob_info("../../etc/passwd")
     with pytest.raises(ValueError):
         store.put_blob([b"x"], expected_sha256="not-hex")
+
+
+def test_put_verified_file_stores_the_file_without_keeping_a_tie_to_it(store: ObjectStore, tmp_path) -> None:
+    data = os.urandom(3 * CHUNK + 11)
+    path = tmp_path / "spooled"
+    path.write_bytes(data)
+    info = store.put_verified_file(path, sha(data), len(data))
+    assert info == BlobInfo(sha(data), len(data))
+    path.unlink()  # the spool file goes away after an upload: the blob must not
+    assert b"".join(store.open_blob(sha(data))) == data
+    assert store.put_verified_file(tmp_path / "missing-but-stored", sha(data), len(data)) == info  # idempotent
+
+
+def test_put_verified_file_refuses_a_size_mismatch(store: ObjectStore, tmp_path) -> None:
+    path = tmp_path / "spooled"
+    path.write_bytes(b"abc")
+    with pytest.raises(BlobIntegrityError):
+        store.put_verified_file(path, sha(b"abc"), 4)
+    assert not store.has_blob(sha(b"abc"))
