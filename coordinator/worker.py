@@ -7,16 +7,19 @@ dicts so the Ray streaming generator carries it back to the coordinator while tr
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from safetensors.torch import load as st_load
 
 from coordinator.store import ObjectStore, open_store
 from coordinator.store.manifests import ModuleRecord, save_module_record
 from transplant.adapter import adapter_to_bytes
+from transplant.trainer import default_device
 from transplant.job import JobConfig, beta_from_stats, make_problem, run_job
 from transplant.methods import Samples
 from transplant.runtime import configure_threads
@@ -39,6 +42,11 @@ class JobPlan:
     generic_category: ModuleRecord  # generic site's category module f_S (feature statistics)
     samples_record: ModuleRecord | None = None
     samples: int = 0
+    # FAULT INJECTION FOR TESTS ONLY (never set by the coordinator): the worker process kills itself
+    # (os._exit) after its first progress event, on each of the first `test_crash_times` attempts,
+    # counted by marker files in `test_crash_dir` (shared by the test and the Ray worker).
+    test_crash_dir: str = ""
+    test_crash_times: int = 0
 
 
 def run_plan(plan: JobPlan, progress_every: int = 10) -> Iterator[dict]:
@@ -50,11 +58,27 @@ def run_plan(plan: JobPlan, progress_every: int = 10) -> Iterator[dict]:
     problem = make_problem(plan.config, load_module(store, plan.category), load_module(store, plan.teacher_task),
                            load_module(store, plan.generic_task), beta, samples,
                            load_module(store, plan.generic_category))
-    result = yield from _train_streaming(plan.config, problem, progress_every)
+    events = _train_streaming(plan.config, problem, progress_every)
+    result = yield from (_test_crash_midway(events, plan) if plan.test_crash_times > 0 else events)
     record = store_adapter(store, plan, result.adapter)
     yield {"kind": "done", "module_id": record.module_id, "sha256": record.sha256,
            "size_bytes": record.size_bytes, "config_json": record.spec_json,
-           "steps": result.steps, "seconds": result.seconds, "device": "cpu"}
+           "steps": result.steps, "seconds": result.seconds, "device": str(default_device())}
+
+
+def _test_crash_midway(events: Iterator[dict], plan: JobPlan):
+    """TESTS ONLY (see JobPlan.test_crash_times): dies like a crashed Ray worker after one event."""
+    folder = Path(plan.test_crash_dir)
+    crashes = len(list(folder.glob(f"{plan.job_id}.crash-*")))
+    while True:
+        try:
+            item = next(events)
+        except StopIteration as stop:
+            return stop.value
+        yield item
+        if crashes < plan.test_crash_times:
+            (folder / f"{plan.job_id}.crash-{crashes}").touch()
+            os._exit(1)
 
 
 def _train_streaming(config: JobConfig, problem, progress_every: int):

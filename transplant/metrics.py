@@ -9,8 +9,11 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def predict(forward: Forward, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    return torch.cat([forward(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+def predict(forward: Forward, images: torch.Tensor, batch_size: int = 256,
+            device: torch.device | str = "cpu") -> torch.Tensor:
+    """Outputs on the CPU, computed batch by batch on `device`."""
+    return torch.cat([forward(images[i:i + batch_size].to(device)).cpu()
+                      for i in range(0, len(images), batch_size)])
 
 
 def error_rate(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -37,9 +40,9 @@ def background_pixel_accuracy(masks: torch.Tensor) -> float:
 
 
 def evaluate(forward: Forward, task: str, images: torch.Tensor, labels: torch.Tensor,
-             masks: torch.Tensor | None = None) -> dict[str, float]:
+             masks: torch.Tensor | None = None, device: torch.device | str = "cpu") -> dict[str, float]:
     """All metrics of a task on a test split."""
-    logits = predict(forward, images)
+    logits = predict(forward, images, device=device)
     if task == "classification":
         return {"error_rate": error_rate(logits, labels)}
     if masks is None:

@@ -35,15 +35,16 @@ def solve_one_layer(adapter: Adapter, pool: PseudoGradientPool, ridge: float = 1
     k, m = config.kernel_size, config.channels
     scale = pool.alpha * config.beta
     perm = adapter.permutation
-    gram = torch.zeros(m * k * k, m * k * k, dtype=torch.float64)
-    cross = torch.zeros(m, m * k * k, dtype=torch.float64)
+    device = conv.weight.device
+    gram = torch.zeros(m * k * k, m * k * k, dtype=torch.float64, device=device)
+    cross = torch.zeros(m, m * k * k, dtype=torch.float64, device=device)
     for start in range(0, len(pool.G), chunk):
         u = pool.student_grads[start:start + chunk].double()
         cols = F.unfold(u, k, padding=k - 1 - k // 2)              # [N, M k k, L]
         target = pool.teacher_grads[start:start + chunk].double()[:, perm].flatten(2)  # [N, M, L]
         gram += torch.einsum("nal,nbl->ab", cols, cols)
         cross += torch.einsum("njl,nal->ja", target, cols)
-    gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=torch.float64)
+    gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=torch.float64, device=device)
     w_prime = torch.linalg.solve(gram, cross.T).T / scale       # [M, M k k]
     w_prime = w_prime.reshape(m, m, k, k)
     conv.weight.copy_(w_prime.flip(2, 3).transpose(0, 1).float())

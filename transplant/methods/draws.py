@@ -29,7 +29,9 @@ class PseudoGradientPool:
             student_task = fully_convolutional_module(student_task)
             input_shape = enlarged_input_shape(teacher_task.spec, settings.enlarged_size)
         self.teacher, self.student, self.input_shape = teacher_task, student_task, input_shape
+        device = next(teacher_task.parameters()).device  # drawn on the CPU (seeded), used where the modules are
         self.G, self.masks = self._draw(settings, generator)
+        self.G, self.masks = self.G.to(device), {k: v.to(device) for k, v in self.masks.items()}
         self.teacher_grads = self._backward(self.teacher)
         self.student_grads = self._backward(self.student)
         t_norm = self.teacher_grads.flatten(1).norm(dim=1).mean()

@@ -37,4 +37,4 @@ class Jacobian(Method):
     def _draw_g(self, output: torch.Tensor) -> torch.Tensor:
         if self.problem.task == "classification":
             return torch.ones_like(output)
-        return torch.rand(output.shape, generator=self.generator) * 2 - 1
+        return (torch.rand(output.shape, generator=self.generator) * 2 - 1).to(output.device)

@@ -35,8 +35,8 @@ class LstsqStitch(Method):
             raise ValueError(f"category modules disagree: {list(source.shape)} vs {list(target.shape)}")
         a = source.permute(0, 2, 3, 1).reshape(-1, source.shape[1])
         b = target.permute(0, 2, 3, 1).reshape(-1, target.shape[1])
-        a1 = torch.cat([a, torch.ones(len(a), 1)], 1)
-        gram = a1.T @ a1 + RIDGE * len(a1) * torch.eye(a1.shape[1])
+        a1 = torch.cat([a, torch.ones(len(a), 1, device=a.device)], 1)
+        gram = a1.T @ a1 + RIDGE * len(a1) * torch.eye(a1.shape[1], device=a.device)
         solution = torch.linalg.solve(gram, a1.T @ b)             # [M + 1, M]
         first = adapter.convs[0]
         k = first.kernel_size[0]

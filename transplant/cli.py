@@ -1,0 +1,75 @@
+"""The `transplant` command line: `transplant bench exp1|exp2|exp3|table4|all [--seeds 3] [--quick]`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+BENCH_HELP = """Reproduce the paper's experiments on data this project ships (nothing is downloaded).
+
+  exp1    adapter inserted into the same teacher (digits), 1/3 conv layers, 0-100 samples
+  exp2    category modules into the dog's classification module (shapes), 10-100 samples
+  exp3    the same into the dog's segmentation module (pixel accuracy and object IoU)
+  table4  into leave-one-out generic modules trained on similar + dissimilar categories
+  all     all four
+
+Every method (back_distill, direct_learn, distill, jacobian, lstsq) runs in every cell with the same
+step budget. Teachers are cached under --cache. Writes <out>/paper.json (one row per run),
+<out>/paper.md (tables next to the paper's numbers), <out>/paper_meta.json and PNG plots."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transplant", description="Network transplanting tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bench", help="reproduce the paper's experiments", description=BENCH_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("experiments", nargs="+", choices=["exp1", "exp2", "exp3", "table4", "all"],
+                   help="which experiments to run")
+    b.add_argument("--seeds", type=int, default=None, help="number of seeds per cell (default 3; --quick: 1)")
+    b.add_argument("--steps", type=int, default=None, help="Adam steps for every iterative method (default 200)")
+    b.add_argument("--quick", action="store_true",
+                   help="the fast subset (1 seed, 1 category per experiment, tiny teachers, few steps)")
+    b.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
+    b.add_argument("--cache", type=Path, default=Path("benchmarks/cache"), help="teacher cache folder")
+    b.add_argument("--iou-gate", type=float, default=None, help="minimum teacher object IoU in %% (default 60)")
+    b.add_argument("--resume", action="store_true",
+                   help="keep the rows of an interrupted run in <out>/paper.partial.jsonl and run only the rest")
+    b.add_argument("--below-gate", type=float, default=None,
+                   help="rerun experiments with excluded teachers at this lower gate into <out>/below_gate "
+                        "(default 30; a negative value turns the rerun off)")
+    r = sub.add_parser("report", help="merge several `bench` output folders into one report",
+                       description="Merge paper.json / paper_meta.json of several bench runs (e.g. run as "
+                                   "parallel processes) into one paper.json, paper.md and plots.")
+    r.add_argument("inputs", nargs="+", type=Path, help="bench output folders")
+    r.add_argument("--out", type=Path, required=True, help="output folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = "transplant " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.command == "report":
+        from transplant.experiments.bench import merge
+
+        merge(args.inputs, args.out, command)
+        print(f"wrote {args.out / 'paper.json'}, {args.out / 'paper.md'}")
+        return 0
+    from transplant.experiments import FULL, QUICK, bench, resolve
+
+    settings = QUICK if args.quick else FULL
+    if args.seeds is not None:
+        settings = settings.with_seeds(args.seeds)
+    if args.steps is not None:
+        settings = dataclasses.replace(settings, steps=args.steps, shapes_steps=args.steps)
+    if args.below_gate is not None:
+        settings = dataclasses.replace(settings, below_gate=None if args.below_gate < 0 else args.below_gate)
+    if args.iou_gate is not None:
+        settings = dataclasses.replace(settings, iou_gate=args.iou_gate)
+    meta = bench(resolve(args.experiments), args.out, settings, args.cache, command, resume=args.resume)
+    print(f"wrote {args.out / 'paper.json'}, {args.out / 'paper.md'} in {meta['total_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

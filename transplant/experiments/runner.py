@@ -1,0 +1,351 @@
+"""Build each experiment's transplant problems and run every method in every cell.
+
+A row per run: {"experiment", "category", "adapter_layers", "samples", "method", "metric", "value",
+"seed", "teacher_value"}. Per-run extras (alpha, lambda, seconds, final losses) go to the meta file.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from transplant.architectures import CLASSIFICATION, SEGMENTATION
+from transplant.data import DISSIMILAR, SIMILAR, load_digits_category, load_shapes_category
+from transplant.data.common import Split
+from transplant.experiments.settings import Settings
+from transplant.experiments.teachers import Teacher, shared_task_net, single_category_teacher
+from transplant.job import JobConfig, beta_from_stats, make_problem, run_job
+from transplant.methods import DistillSettings, Samples
+from transplant.spec.build import SpecModule
+from transplant.spec.fullyconv import enlarged_input_shape, fully_convolutional
+from transplant.teacher import TeacherTraining
+from transplant.trainer import evaluate_adapter
+
+
+ENLARGED_SIZE = DistillSettings().enlarged_size
+
+
+@dataclass
+class Case:
+    """One category's transplant: f (+ its teacher task g_T) into a generic task module g_S."""
+
+    experiment: str
+    category: str
+    task: str
+    category_module: SpecModule
+    teacher_task: SpecModule
+    generic_task: SpecModule
+    generic_category_module: SpecModule
+    beta: float
+    train: Split          # where few-shot samples come from
+    test: Split
+    teacher_metrics: dict  # the category's own teacher on `test`
+    layers: tuple[int, ...]
+    samples: tuple[int, ...]
+    kernel_size: int
+    reorder: bool
+    g_mode: str
+
+
+@dataclass
+class Context:
+    settings: Settings
+    cache: Path
+    meta: dict = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
+    runs: list[dict] = field(default_factory=list)
+    pca: dict = field(default_factory=dict)   # (experiment, category) -> {label: features}
+    log: Callable[[str], None] = print
+    partial: Path | None = None                # rows are appended here as they come (a crash loses nothing)
+    done: set = field(default_factory=set)     # runs already in `partial` (resume)
+
+
+def _bar_progress(desc: str, position: int = 1):
+    bar = tqdm(total=1, desc=desc, leave=False, position=position, dynamic_ncols=True)
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = step
+        if step % 20 == 0 or step == total:
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.refresh()
+        if step == total:
+            bar.close()
+
+    return progress
+
+
+# ------------------------------------------------------------------ teachers
+def digits_teacher(ctx: Context, category: str) -> tuple[Teacher, object]:
+    s = ctx.settings
+    data = load_digits_category(category, seed=s.teacher_seed, size=s.digits_size)
+    training = TeacherTraining(epochs=s.digits_teacher_epochs, seed=s.teacher_seed)
+    teacher = single_category_teacher(
+        ctx.cache, f"digits{category}", s.digits_config(), (CLASSIFICATION,), data.train, data.test, training,
+        {"source": "digits", "category": category, "seed": s.teacher_seed, "size": s.digits_size},
+        _bar_progress(f"teacher digit {category}"))
+    return teacher, data
+
+
+def shapes_data(s: Settings, category: str, negatives=None):
+    return load_shapes_category(category, n_train=s.shapes_train, n_test=s.shapes_test, seed=s.teacher_seed,
+                                size=s.shapes_size, negatives=negatives)
+
+
+def shapes_teacher(ctx: Context, category: str) -> tuple[Teacher, object]:
+    s = ctx.settings
+    data = shapes_data(s, category)
+    training = TeacherTraining(epochs=s.shapes_teacher_epochs, batch_size=s.shapes_teacher_batch, seed=s.teacher_seed,
+                               seg_weight=s.shapes_teacher_seg_weight)
+    teacher = single_category_teacher(
+        ctx.cache, f"shapes-{category}", s.shapes_config(), (CLASSIFICATION, SEGMENTATION), data.train, data.test,
+        training, {"source": "shapes", "category": category, "seed": s.teacher_seed, "n_train": s.shapes_train,
+                   "n_test": s.shapes_test, "size": s.shapes_size},
+        _bar_progress(f"teacher {category}"))
+    return teacher, data
+
+
+def gate(ctx: Context, name: str, teacher: Teacher, data=None) -> bool:
+    """A segmentation-capable teacher is used only if its object IoU reaches settings.iou_gate."""
+    seg = teacher.metrics.get(SEGMENTATION)
+    entry = {"classification_error_rate": teacher.metrics.get(CLASSIFICATION, {}).get("error_rate")}
+    passed = True
+    if seg is not None:
+        passed = seg["iou"] >= ctx.settings.iou_gate
+        entry.update(pixel_accuracy=seg["pixel_accuracy"], iou=seg["iou"],
+                     background_pixel_accuracy=seg.get("background_pixel_accuracy"))
+        if data is not None and entry["background_pixel_accuracy"] is None:
+            entry["background_pixel_accuracy"] = _bg(data.test)
+    entry.update(passed=passed, gate=ctx.settings.iou_gate if seg is not None else None)
+    ctx.meta.setdefault("teachers", {})[name] = entry
+    if not passed:
+        ctx.log(f"gate: teacher '{name}' has object IoU {seg['iou']:.1f}% < {ctx.settings.iou_gate}%: excluded")
+    return passed
+
+
+def _bg(test: Split) -> float:
+    from transplant.metrics import background_pixel_accuracy
+    return background_pixel_accuracy(test.masks[test.labels == 1])
+
+
+# ------------------------------------------------------------------ cases per experiment
+def exp1_cases(ctx: Context) -> list[Case]:
+    s = ctx.settings
+    cases = []
+    for c in s.digits_categories:
+        teacher, data = digits_teacher(ctx, c)
+        gate(ctx, f"digits{c}", teacher)
+        task = teacher.tasks[CLASSIFICATION]
+        cases.append(Case("exp1", c, CLASSIFICATION, teacher.category, task, task, teacher.category, 1.0,
+                          data.train, data.test, teacher.metrics, s.exp1_layers, s.exp1_samples, 3, True,
+                          "ones_masked"))
+    return cases
+
+
+def _positives(split: Split) -> Split:
+    return split.take(torch.nonzero(split.labels == 1).flatten())
+
+
+def _generic(ctx: Context) -> Teacher | None:
+    s = ctx.settings
+    teacher, data = shapes_teacher(ctx, s.generic)
+    return teacher if gate(ctx, f"shapes-{s.generic}", teacher, data) else None
+
+
+def _shapes_cases(ctx: Context, experiment: str, task: str, generic_of: Callable[[str], Teacher | None],
+                  layers: int, samples: tuple[int, ...], g_mode: str) -> list[Case]:
+    s = ctx.settings
+    cases = []
+    for c in (s.table4_targets if experiment == "table4" else s.targets):
+        teacher, data = shapes_teacher(ctx, c)
+        if not gate(ctx, f"shapes-{c}", teacher, data):
+            ctx.meta.setdefault("excluded", []).append({"experiment": experiment, "category": c,
+                                                        "why": "teacher below the IoU gate"})
+            continue
+        generic = generic_of(c)
+        if generic is None:
+            ctx.meta.setdefault("excluded", []).append({"experiment": experiment, "category": c,
+                                                        "why": "generic net below the IoU gate"})
+            continue
+        generic_norm = float(np.mean(list(generic.feature_norm.values())))
+        beta = beta_from_stats(generic_norm, next(iter(teacher.feature_norm.values())))
+        f_s = generic.categories.get(s.generic, generic.category)
+        train, test = data.train, data.test
+        if task == SEGMENTATION:
+            train, test = _positives(train), _positives(test)
+            ctx.meta.setdefault("background_pixel_accuracy", {})[c] = _bg(data.test)
+        cases.append(Case(experiment, c, task, teacher.category, teacher.tasks[task], generic.tasks[task], f_s,
+                          beta, train, test, teacher.metrics, (layers,), samples, 1, False, g_mode))
+    return cases
+
+
+def _with_zero(s: Settings, samples: tuple[int, ...]) -> tuple[int, ...]:
+    return ((0,) if s.extra_zero_sample_back_distill else ()) + tuple(samples)
+
+
+def exp2_cases(ctx: Context) -> list[Case]:
+    generic = _generic(ctx)
+    return _shapes_cases(ctx, "exp2", CLASSIFICATION, lambda c: generic, 3, _with_zero(ctx.settings,
+                         ctx.settings.samples), "enlarged")
+
+
+def exp3_cases(ctx: Context) -> list[Case]:
+    generic = _generic(ctx)
+    return _shapes_cases(ctx, "exp3", SEGMENTATION, lambda c: generic, 1, _with_zero(ctx.settings,
+                         ctx.settings.samples), "uniform")
+
+
+def leave_one_out(ctx: Context, target: str) -> Teacher | None:
+    """A generic net for all dissimilar + similar categories except `target` (paper Sec. 4.4)."""
+    s = ctx.settings
+    members = [c for c in (*SIMILAR, *DISSIMILAR) if c != target]
+    trains, tests = {}, {}
+    for c in members:
+        d = load_shapes_category(c, n_train=s.loo_train_per_category, n_test=s.shapes_test, seed=s.teacher_seed,
+                                 size=s.shapes_size, negatives=members)
+        trains[c], tests[c] = d.train, d.test
+    training = TeacherTraining(epochs=s.loo_epochs, batch_size=s.shapes_teacher_batch, seed=s.teacher_seed,
+                               seg_weight=s.shapes_teacher_seg_weight)
+    net = shared_task_net(ctx.cache, f"loo-{target}", s.shapes_config(), trains, tests, training,
+                          {"source": "shapes", "members": members, "n_train": s.loo_train_per_category,
+                           "n_test": s.shapes_test, "seed": s.teacher_seed, "size": s.shapes_size},
+                          _bar_progress(f"leave-one-out net without {target}"))
+    return net if gate(ctx, f"loo-{target}", net) else None
+
+
+def table4_cases(ctx: Context) -> list[Case]:
+    s = ctx.settings
+    nets: dict[str, Teacher | None] = {}
+
+    def generic_of(c: str) -> Teacher | None:
+        if c not in nets:
+            nets[c] = leave_one_out(ctx, c)
+        return nets[c]
+
+    return (_shapes_cases(ctx, "table4", CLASSIFICATION, generic_of, 3, s.table4_cls_samples, "enlarged")
+            + _shapes_cases(ctx, "table4", SEGMENTATION, generic_of, 1, s.table4_seg_samples,
+                            "uniform"))
+
+
+CASES = {"exp1": exp1_cases, "exp2": exp2_cases, "exp3": exp3_cases, "table4": table4_cases}
+
+
+# ------------------------------------------------------------------ runs
+def _jobs(case: Case, s: Settings) -> list[tuple[int, int, str, int]]:
+    jobs = []
+    methods = s.methods + (s.mean_variant if case.experiment in s.mean_variant_experiments else ())
+    for layers in case.layers:
+        for n in case.samples:
+            for method in methods:
+                if n == 0 and not method.startswith("back_distill"):
+                    continue  # every other method needs labelled samples
+                for seed in s.seeds:
+                    jobs.append((layers, n, method, seed))
+    return jobs
+
+
+def pseudo_gradient_numel(case: Case) -> int:
+    """Elements of one D' (at x, or at the enlarged input for the enlarged G)."""
+    shape = case.teacher_task.spec.input_shape
+    if case.g_mode == "enlarged":
+        shape = enlarged_input_shape(fully_convolutional(case.teacher_task.spec), ENLARGED_SIZE)
+    return int(np.prod(shape))
+
+
+def method_settings(case: Case, method: str) -> tuple[str, float | None]:
+    """(core method, lambda_scale). `back_distill` uses the paper's loss lambda * ||alpha D'_S - D'_T||^2 with
+    the squared Frobenius norm summed over D's elements and lambda = 10 (1 for segmentation) / E|D'_T|; the
+    core's `distill_term` averages over elements instead, so its lambda_scale is multiplied by the element
+    count here. `back_distill_mean` is the core's default (element mean), kept as a labelled variant."""
+    base = 1.0 if case.task == SEGMENTATION else 10.0
+    if method == "back_distill":
+        return "back_distill", base * pseudo_gradient_numel(case)
+    if method == "back_distill_mean":
+        return "back_distill", None
+    return method, None
+
+
+def _samples(case: Case, n: int, seed: int) -> Samples | None:
+    if n == 0:
+        return None
+    sub = case.train.subset(n, seed)
+    return Samples(sub.images, sub.labels, sub.masks if case.task == SEGMENTATION else None)
+
+
+def _feature_node(module: SpecModule, task: str) -> str:
+    if task == SEGMENTATION:
+        return "score_fr"
+    return module.spec.node(module.spec.output).inputs[0]  # the fc layer before the output
+
+
+@torch.no_grad()
+def _features(case: Case, forward_x: Callable[[torch.Tensor], torch.Tensor], module: SpecModule,
+              n: int = 200) -> np.ndarray:
+    images = case.test.images[:n]
+    values = module.run(forward_x(case.category_module(images)))
+    return values[_feature_node(module, case.task)].flatten(1).numpy()
+
+
+def run_case(ctx: Context, case: Case, bar: tqdm) -> None:
+    s = ctx.settings
+    metrics = ("error_rate",) if case.task == CLASSIFICATION else ("pixel_accuracy", "iou")
+    teacher_task_metrics = case.teacher_metrics[case.task]
+    for layers, n, method, seed in _jobs(case, s):
+        if (case.experiment, case.category, layers, n, method, seed) in ctx.done:
+            bar.update(1)
+            continue
+        bar.set_postfix_str(f"{case.experiment} {case.category} {layers}c n={n} {method} s{seed}")
+        core_method, lambda_scale = method_settings(case, method)
+        config = JobConfig(task=case.task, method=core_method, adapter_layers=layers, kernel_size=case.kernel_size,
+                           reorder=case.reorder, steps=s.steps if case.experiment == "exp1" else s.shapes_steps,
+                           lr=s.lr, seed=seed,
+                           distill=DistillSettings(g_mode=case.g_mode, lambda_scale=lambda_scale))
+        problem = make_problem(config, case.category_module, case.teacher_task, case.generic_task, case.beta,
+                               _samples(case, n, seed), case.generic_category_module)
+        start = time.perf_counter()
+        result = run_job(config, problem)
+        seconds = time.perf_counter() - start
+        found = evaluate_adapter(problem, result.adapter, case.test.images, case.test.labels,
+                                 case.test.masks if case.task == SEGMENTATION else None)
+        for metric in metrics:
+            ctx.rows.append({"experiment": case.experiment, "category": case.category, "adapter_layers": layers,
+                             "samples": n, "method": method, "metric": metric, "value": float(found[metric]),
+                             "seed": seed, "teacher_value": float(teacher_task_metrics[metric])})
+        if ctx.partial is not None:
+            with ctx.partial.open("a") as fh:
+                for row in ctx.rows[-len(metrics):]:
+                    fh.write(json.dumps(row) + "\n")
+        last = result.history[-1] if result.history else {}
+        first = result.history[0] if result.history else {}
+        ctx.runs.append({"experiment": case.experiment, "category": case.category, "task": case.task,
+                         "adapter_layers": layers, "samples": n, "method": method, "seed": seed,
+                         "seconds": seconds, "alpha": result.alpha, "lambda": result.lam, "beta": case.beta,
+                         "first": first, "last": last, **{m: found[m] for m in metrics}})
+        if seed == s.seeds[0] and n == s.pca_samples and method in ("back_distill", "direct_learn") \
+                and layers == max(case.layers):
+            store = ctx.pca.setdefault((case.experiment, case.category, case.task), {})
+            if "teacher" not in store:
+                store["teacher"] = _features(case, lambda x: x, case.teacher_task)
+            store[method] = _features(case, result.adapter, case.generic_task)
+        bar.update(1)
+
+
+def run_experiments(ctx: Context, experiments: tuple[str, ...]) -> None:
+    timings = ctx.meta.setdefault("seconds", {})
+    for name in experiments:
+        start = time.perf_counter()
+        ctx.log(f"[{name}] teachers ...")
+        cases = CASES[name](ctx)
+        total = sum(len(_jobs(c, ctx.settings)) for c in cases)
+        with tqdm(total=total, desc=f"{name} runs", position=0, dynamic_ncols=True) as bar:
+            for case in cases:
+                run_case(ctx, case, bar)
+        timings[name] = time.perf_counter() - start
+        ctx.log(f"[{name}] done in {timings[name]:.0f} s ({total} runs)")
