@@ -1,4 +1,5 @@
-"""`python -m coordinator serve ...`: run the coordinator until SIGTERM/SIGINT."""
+"""`python -m coordinator serve ...`: run the coordinator until SIGTERM/SIGINT.
+`python -m coordinator token new|revoke|list --auth-file FILE ...`: manage access tokens."""
 
 from __future__ import annotations
 
@@ -42,10 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-host", default="127.0.0.1", help="interface of the /metrics endpoint")
     serve.add_argument("--quality-margin", type=float, default=5.0,
                        help="points an adapter may trail its teacher before the quality alert fires")
+    sec = serve.add_argument_group("security (without --auth-file: no authentication; loopback only!)")
+    sec.add_argument("--auth-file", type=Path, default=None,
+                     help="JSON file of admin and site token hashes (see `token new`); re-read when it changes")
+    sec.add_argument("--coordinator-token-file", type=Path, default=None,
+                     help="file holding the token this coordinator presents to sites when calling Evaluate")
+    sec.add_argument("--tls-cert", type=Path, default=None, help="server certificate (PEM): serve TLS")
+    sec.add_argument("--tls-key", type=Path, default=None, help="private key of --tls-cert (PEM)")
+    sec.add_argument("--tls-client-ca", type=Path, default=None,
+                     help="CA (PEM) that signs client certificates: mutual TLS, clients must present one")
+    sec.add_argument("--tls-ca", type=Path, default=None,
+                     help="CA (PEM) that signs the sites' certificates: call sites over TLS")
+    from coordinator.auth import add_token_commands
+    add_token_commands(commands)
     return parser
 
 
 def serve(args: argparse.Namespace) -> int:
+    from coordinator.auth import is_loopback
     from coordinator.server import CoordinatorConfig, start_coordinator
     from coordinator.validation import UploadLimits
 
@@ -54,9 +69,14 @@ def serve(args: argparse.Namespace) -> int:
         ray_address=args.ray_address, max_concurrent_jobs=args.max_concurrent_jobs,
         eval_timeout_s=args.eval_timeout, max_attempts=args.max_attempts,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port, metrics_host=args.metrics_host,
-        quality_margin=args.quality_margin,
+        quality_margin=args.quality_margin, auth_file=args.auth_file,
+        coordinator_token_file=args.coordinator_token_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca, tls_ca=args.tls_ca,
         limits=UploadLimits(max_upload_bytes=int(args.max_upload_gib * GIB),
                             site_quota_bytes=int(args.site_quota_gib * GIB)))
+    if args.auth_file is None and not is_loopback(args.host):
+        print(f"WARNING: no --auth-file: anybody reaching {args.host}:{args.port} may upload, delete, submit "
+              "and read everything", file=sys.stderr, flush=True)
     handle = start_coordinator(config)
     print(f"coordinator listening on {args.host}:{handle.port}", flush=True)
     if handle.metrics_port is not None:
@@ -74,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command == "token":
+        from coordinator.auth import run_token_command
+        return run_token_command(args)
     try:
         return serve(args)
     except (ValueError, OSError) as exc:

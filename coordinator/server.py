@@ -177,12 +177,16 @@ def reconcile_committed_jobs(ledger: Ledger, netbook: NetBook) -> list[str]:
     latest = netbook.load()
     found: dict[str, tuple[int, dict[str, float]]] = {}
     version = latest.version if latest else 0
-    while version >= 1 and len(found) < len(evaluating):  # newest first; each job committed at most once
+    # Newest first. A job's entry stays from its commit until a later job replaces it, so the oldest
+    # version holding it is its own; stop once every job is found and this version holds none of them.
+    while version >= 1:
         net = netbook.load(version)
-        for entry in net.adapters if net else ():
-            if entry.job_id in evaluating and entry.job_id not in found:
-                metrics = {**entry.metrics, **{f"teacher_{k}": v for k, v in entry.teacher_metrics.items()}}
-                found[entry.job_id] = (version, metrics)
+        here = [a for a in (net.adapters if net else ()) if a.job_id in evaluating]
+        if not here and found and len(found) == len(evaluating):
+            break
+        for entry in here:
+            metrics = {**entry.metrics, **{f"teacher_{k}": v for k, v in entry.teacher_metrics.items()}}
+            found[entry.job_id] = (version, metrics)
         version -= 1
     done = []
     for job_id, (version, metrics) in found.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from coordinator.auth import PLAINTEXT, ClientSecurity
 from coordinator.convert import module_ref
 from coordinator.ledger import Ledger
 from coordinator.worker import JobPlan
@@ -17,8 +18,9 @@ class EvaluationError(Exception):
 
 
 class SiteClient:
-    def __init__(self, ledger: Ledger, timeout_s: float = 120.0) -> None:
-        self.ledger, self.timeout_s = ledger, timeout_s
+    def __init__(self, ledger: Ledger, timeout_s: float = 120.0, security: ClientSecurity = PLAINTEXT) -> None:
+        """`security`: the coordinator's token for sites (bearer metadata) and the CA of their TLS certificates."""
+        self.ledger, self.timeout_s, self.security = ledger, timeout_s, security
 
     def evaluate(self, plan: JobPlan, adapter: common_pb2.ModuleRef, adapter_config_json: str) -> dict[str, float]:
         site_id = plan.teacher_site_id
@@ -30,12 +32,15 @@ class SiteClient:
             task_module=module_ref(plan.generic_task), category_module=module_ref(plan.category),
             adapter_config_json=adapter_config_json)
         options = [("grpc.max_receive_message_length", MAX_MESSAGE)]
-        with grpc.insecure_channel(site.endpoint, options=options) as channel:
+        with self.security.channel(site.endpoint, options=options) as channel:
             try:
                 # wait_for_ready: a site restarting within the deadline still gets the request
                 reply = site_pb2_grpc.SiteAgentStub(channel).Evaluate(
                     request, timeout=self.timeout_s, wait_for_ready=True)
             except grpc.RpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    raise EvaluationError(f"site {site_id} refused the coordinator's credentials: "
+                                          f"{exc.code().name}: {exc.details()}") from None
                 if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
                     raise EvaluationError(f"site {site_id} did not answer evaluation within "
                                           f"{self.timeout_s:g} s") from None

@@ -50,6 +50,49 @@ def _train_args(p: argparse.ArgumentParser, required: bool) -> None:
 def _coordinator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coordinator", required=True, metavar="HOST:PORT", help="the coordinator's gRPC address")
     p.add_argument("--retries", type=int, default=5, help="attempts while the coordinator is unavailable (default 5)")
+    g = p.add_argument_group("security (default: plaintext, no token: loopback only)")
+    g.add_argument("--token-file", type=Path, metavar="FILE",
+                   help="file holding this site's token, sent on every call to the coordinator "
+                        "(default: $TRANSPLANT_SITE_TOKEN)")
+    g.add_argument("--coordinator-token-sha256", metavar="HEX",
+                   help="serve: Evaluate callers must present the token with this sha256 "
+                        "(default: $TRANSPLANT_COORDINATOR_TOKEN_SHA256; unset: no check)")
+    g.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA (PEM) of the coordinator's certificate: use TLS")
+    g.add_argument("--tls-cert", type=Path, metavar="FILE",
+                   help="this site's certificate (PEM): client certificate for mutual TLS, and the SiteAgent "
+                        "server's own certificate (serve TLS)")
+    g.add_argument("--tls-key", type=Path, metavar="FILE", help="private key of --tls-cert (PEM)")
+
+
+def _security(args: argparse.Namespace):
+    """How to reach the coordinator: token + TLS from the flags (or environment)."""
+    from coordinator.auth import SITE_TOKEN_ENV, ClientSecurity, read_token
+
+    try:
+        return ClientSecurity.from_files(read_token(args.token_file, SITE_TOKEN_ENV), args.tls_ca,
+                                         args.tls_cert, args.tls_key)
+    except ValueError as exc:
+        raise SiteAgentError(str(exc)) from None
+
+
+def _serving(args: argparse.Namespace) -> tuple[str | None, object]:
+    """(sha256 of the coordinator's token or None, server TLS credentials or None) for serve/run."""
+    import os
+
+    from coordinator.auth import COORDINATOR_TOKEN_SHA256_ENV, SHA256_HEX, server_credentials
+
+    digest = (args.coordinator_token_sha256 or os.environ.get(COORDINATOR_TOKEN_SHA256_ENV, "")).strip().lower()
+    if digest and not SHA256_HEX.match(digest):
+        raise SiteAgentError("--coordinator-token-sha256 must be 64 hex digits")
+    credentials = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise SiteAgentError("--tls-cert and --tls-key go together")
+        try:
+            credentials = server_credentials(args.tls_cert, args.tls_key)
+        except ValueError as exc:
+            raise SiteAgentError(str(exc)) from None
+    return digest or None, credentials
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -127,7 +170,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from site_agent.client import RegistryClient
 
     teacher_io.load_info(args.workspace)  # "missing workspace" before any network wait
-    with RegistryClient(args.coordinator, retries=args.retries) as registry:
+    with RegistryClient(args.coordinator, retries=args.retries, security=_security(args)) as registry:
         ids = registry.push_workspace(args.workspace, progress=not args.no_progress)
     for name, ref in ids.items():
         print(f"{name}\t{ref['module_id']}\t{ref['sha256']}")
@@ -140,10 +183,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    coordinator_sha256, credentials = _serving(args)
     handle = start_site_agent(args.workspace, args.coordinator, args.host, args.port, args.heartbeat_s,
                               args.advertise, registry_retries=args.retries,
                               metrics_port=None if args.metrics_port < 0 else args.metrics_port,
-                              metrics_host=args.metrics_host)
+                              metrics_host=args.metrics_host, security=_security(args),
+                              coordinator_token_sha256=coordinator_sha256, server_credentials=credentials)
     print(f"site {handle.evaluator.info.site_id} serving SiteAgent on {handle.endpoint}", flush=True)
     if handle.metrics_port is not None:
         print(f"metrics on http://{args.metrics_host}:{handle.metrics_port}/metrics", flush=True)
@@ -183,7 +228,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from protos.nt.v1 import common_pb2
     from site_agent.client import RegistryClient
 
-    with RegistryClient(args.coordinator, retries=args.retries) as registry:
+    with RegistryClient(args.coordinator, retries=args.retries, security=_security(args)) as registry:
         modules = registry.list(site_id=_site_id(args))
     for m in modules:
         print(f"{m.module_id}\t{common_pb2.ModuleRole.Name(m.role)}\t{m.category}\t{m.task or '-'}\t{m.size_bytes}")
@@ -196,7 +241,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     site_id = _site_id(args)
     if not args.module_ids and not args.all:
         raise SiteAgentError("name MODULE_IDs to delete, or --all")
-    with RegistryClient(args.coordinator, retries=args.retries) as registry:
+    with RegistryClient(args.coordinator, retries=args.retries, security=_security(args)) as registry:
         ids = args.module_ids or [m.module_id for m in registry.list(site_id=site_id)]
         for module_id in ids:
             print(f"{module_id}\t{'deleted' if registry.delete(module_id, site_id) else 'not found'}")

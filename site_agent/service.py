@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from coordinator.auth import PLAINTEXT, ClientSecurity, RequireTokenInterceptor
 from protos.nt.v1 import common_pb2, heartbeat_pb2, heartbeat_pb2_grpc, registry_pb2, site_pb2, site_pb2_grpc
 from transplant.adapter import Adapter, AdapterConfigError, adapter_from_bytes
 from transplant.architectures import SEGMENTATION
@@ -172,9 +173,10 @@ class Heartbeat:
     An unreachable coordinator is logged once per outage and retried on the next tick.
     """
 
-    def __init__(self, coordinator: str, site_id: str, endpoint: str, interval_s: float = 5.0):
+    def __init__(self, coordinator: str, site_id: str, endpoint: str, interval_s: float = 5.0,
+                 security: ClientSecurity = PLAINTEXT):
         self.site_id, self.endpoint, self.interval_s = site_id, endpoint, interval_s
-        self.channel = grpc.insecure_channel(check_target(coordinator))
+        self.channel = security.channel(check_target(coordinator))
         self.stub = heartbeat_pb2_grpc.HeartbeatStub(self.channel)
         self.pings, self.failures, self._down = 0, 0, False
         self._stop = threading.Event()
@@ -243,38 +245,45 @@ class SiteAgentHandle:
 def start_site_agent(workspace: Path | str, coordinator: str, host: str = "127.0.0.1", port: int = 0,
                      heartbeat_s: float = 5.0, advertise: str | None = None, max_workers: int = 4,
                      registry_retries: int = 3, metrics_port: int | None = None,
-                     metrics_host: str = "127.0.0.1") -> SiteAgentHandle:
+                     metrics_host: str = "127.0.0.1", security: ClientSecurity = PLAINTEXT,
+                     coordinator_token_sha256: str | None = None,
+                     server_credentials: grpc.ServerCredentials | None = None) -> SiteAgentHandle:
     """Serve SiteAgent.Evaluate for a workspace (port 0: a free port) and start heartbeats.
 
     With `metrics_port` (0: a free port), Prometheus metrics are served on HTTP /metrics.
+    `security` is how this site reaches the coordinator (token, TLS); with `coordinator_token_sha256`,
+    Evaluate callers must present the token with that sha256 (UNAUTHENTICATED otherwise);
+    `server_credentials` serve Evaluate over TLS.
     """
-    registry = RegistryClient(coordinator, retries=registry_retries, backoff_s=0.2)
+    interceptors = [RequireTokenInterceptor(coordinator_token_sha256)] if coordinator_token_sha256 else []
+    registry = RegistryClient(coordinator, retries=registry_retries, backoff_s=0.2, security=security)
     try:
         evaluator = SiteEvaluator(workspace, registry)
         # no SO_REUSEPORT: a second agent on a taken port must fail, not silently share it
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="site-agent"),
-                             options=[("grpc.so_reuseport", 0)])
+                             interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         metrics = SiteMetrics(evaluator.info.site_id)
         for task, values in evaluator.info.teacher_metrics.items():
             for name, value in values.items():
                 metrics.teacher_quality.labels(evaluator.info.site_id, evaluator.info.category, task, name).set(value)
         site_pb2_grpc.add_SiteAgentServicer_to_server(SiteAgentServicer(evaluator, metrics), server)
-        bound = _bind(server, host, port)
+        bound = _bind(server, host, port, server_credentials)
     except BaseException:
         registry.close()
         raise
     server.start()
     served_metrics = metrics.serve(metrics_port, metrics_host) if metrics_port is not None else None
     endpoint = advertise or f"{host}:{bound}"
-    heartbeat = Heartbeat(coordinator, evaluator.info.site_id, endpoint, heartbeat_s).start()
+    heartbeat = Heartbeat(coordinator, evaluator.info.site_id, endpoint, heartbeat_s, security).start()
     log.info("site '%s' (category '%s') serving SiteAgent on %s", evaluator.info.site_id,
              evaluator.info.category, endpoint)
     return SiteAgentHandle(bound, endpoint, server, heartbeat, registry, evaluator, metrics, served_metrics)
 
 
-def _bind(server: grpc.Server, host: str, port: int) -> int:
+def _bind(server: grpc.Server, host: str, port: int, credentials: grpc.ServerCredentials | None = None) -> int:
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError as exc:
         raise SiteAgentError(f"cannot listen on {host}:{port}: {exc}") from None
     if not bound:
