@@ -1,6 +1,8 @@
 """Train a site's teacher on its local data and write the workspace (the `train` command)."""
 from __future__ import annotations
 
+import dataclasses
+
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ class TrainOptions:
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
+    dropout: float = 0.5         # on the fc layers (VGG's default); small task heads often do better with 0
+    seg_weight: float = 1.0      # weight of the segmentation loss beside classification
     seed: int = 0
     share_samples: int = 0
     category: str | None = None  # registry category name; default: the data set's own name
@@ -52,9 +56,10 @@ def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True)
     dataset = load_source(opts.data, opts.size, opts.seed, opts.n_train, opts.n_test)
     tasks = parse_source(opts.data).tasks
     train = dataset.train
-    cfg = vgg_small(width=opts.width, depth=opts.depth, image_size=opts.size,
-                    in_channels=int(train.images.shape[1]), fc=opts.fc)
-    config = TeacherTraining(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed)
+    cfg = dataclasses.replace(vgg_small(width=opts.width, depth=opts.depth, image_size=opts.size,
+                                        in_channels=int(train.images.shape[1]), fc=opts.fc), dropout=opts.dropout)
+    config = TeacherTraining(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
+                             seg_weight=opts.seg_weight)
     with tqdm(desc=f"train {opts.site_id}", unit="step", disable=not progress, leave=True) as bar:
         def report(step: int, total: int, loss: float) -> None:
             bar.total = total

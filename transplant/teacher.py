@@ -33,9 +33,26 @@ class TeacherNet(nn.Module):
         return self.tasks[task]  # type: ignore[return-value]
 
 
+def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
+    """Per-channel bilinear upsampling weights, FCN's initialisation of its transposed convs."""
+    factor = (kernel_size + 1) // 2
+    centre = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
+    ramp = 1 - (torch.arange(kernel_size, dtype=torch.float32) - centre).abs() / factor
+    weight = torch.zeros(channels, channels, kernel_size, kernel_size)
+    for c in range(channels):
+        weight[c, c] = ramp[:, None] * ramp[None, :]
+    return weight
+
+
 def _he_init(layer: nn.Module) -> None:
-    """He init keeps the signal alive through a deep ReLU stack without batchnorm (VGG has none)."""
-    if isinstance(layer, (nn.Conv2d, nn.Linear)):
+    """He init keeps the signal alive through a deep ReLU stack without batchnorm (VGG has none);
+    transposed convs start as bilinear upsampling, as in FCN."""
+    if isinstance(layer, nn.ConvTranspose2d) and layer.in_channels == layer.out_channels:
+        with torch.no_grad():
+            layer.weight.copy_(bilinear_kernel(layer.in_channels, layer.kernel_size[0]))
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+    elif isinstance(layer, (nn.Conv2d, nn.Linear)):
         nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
         if layer.bias is not None:
             nn.init.zeros_(layer.bias)
@@ -64,9 +81,11 @@ def _batch_loss(net: TeacherNet, images: torch.Tensor, labels: torch.Tensor, mas
     loss = torch.zeros(())
     for task, module in net.tasks.items():
         if task == SEGMENTATION:
-            if masks is None:
-                continue
-            loss = loss + seg_weight * task_loss(task, module(features), labels, masks)
+            # segmented on the images that show the category (as FCNs are trained on VOC's images of it);
+            # a negative's empty mask would mostly teach "background everywhere"
+            keep = labels == 1 if masks is not None else labels < 0
+            if keep.any():
+                loss = loss + seg_weight * task_loss(task, module(features[keep]), labels[keep], masks[keep])
         else:
             loss = loss + task_loss(task, module(features), labels, masks)
     return loss
