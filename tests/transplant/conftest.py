@@ -30,6 +30,3 @@ def second_digits_teacher():
                         config=TeacherTraining(epochs=20, seed=1))
     return net, data
 
-
-def state_hash(module: torch.nn.Module) -> dict[str, bytes]:
-    return {k: v.detach().numpy().tobytes() for k, v in module.state_dict().items()}

@@ -10,7 +10,7 @@ from transplant.job import JobConfig, make_problem, run_job
 from transplant.methods import METHODS, Samples, get_method
 from transplant.trainer import evaluate_adapter
 
-from conftest import state_hash
+from tests.helpers.modules import state_hash
 
 
 def problem_for(net, data, config, samples=0):

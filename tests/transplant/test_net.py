@@ -11,7 +11,7 @@ from transplant.net import TransplantNet, join, split_spec
 from transplant.spec import SpecError, build_module
 from transplant.spec.builder import SpecBuilder
 
-from conftest import state_hash
+from tests.helpers.modules import state_hash
 
 
 def whole_net_spec():
