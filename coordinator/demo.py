@@ -71,8 +71,8 @@ def default_groups(quick: bool) -> list[Group]:
                    ("classification",), image_bytes=16 * 16 + 1)
     if quick:
         return [digits]
-    shapes_args = ("--size", "32", "--width", "16", "--depth", "3", "--epochs", "8", "--batch-size", "32",
-                   "--n-train", "3000", "--n-test", "400")
+    shapes_args = ("--size", "32", "--width", "16", "--depth", "3", "--epochs", "12", "--batch-size", "32",
+                   "--n-train", "3000", "--n-test", "400", "--dropout", "0", "--seg-weight", "3")
     shapes = Group(tuple(SiteSpec(f"site-{c}", f"shapes:{c}", shapes_args) for c in ("dog", "cat", "cow")),
                    ("classification", "segmentation"), image_bytes=3 * 32 * 32 + 32 * 32 + 1)
     return [digits, shapes]
