@@ -74,6 +74,7 @@ def train_adapter(problem: TransplantProblem, config: TrainConfig = TrainConfig(
 
 def _iterate(method, adapter: Adapter, config: TrainConfig, progress: Progress | None,
              should_stop: Callable[[], bool] | None, history: list[dict[str, float]], log_every: int) -> int:
+    method.warm_start(adapter)
     optimiser = torch.optim.Adam(adapter.parameters(), lr=config.lr)
     adapter.train()
     for step in range(1, config.steps + 1):

@@ -169,7 +169,7 @@ def write_report(out: Path, rows: list[dict], meta: dict) -> Path:
         metrics = ["error_rate"] if section in ("exp1", "exp2", "table4_cls") else ["pixel_accuracy", "iou"]
         md += [f"## {title}", ""]
         if section == "exp1":
-            md += ["Our categories are digits (0/3/5/8/9), the paper's are VOC mammals, so only the paper's "
+            md += [f"Our categories are digits ({'/'.join(s.get('digits_categories', []))}), the paper's are VOC mammals, so only the paper's "
                    "Avg. is shown.", ""]
         for metric in metrics:
             if len(metrics) > 1:

@@ -33,7 +33,7 @@ class Settings:
     shapes_depth: int = 3
     shapes_train: int = 4000
     shapes_test: int = 400
-    shapes_teacher_epochs: int = 10
+    shapes_teacher_epochs: int = 14
     shapes_teacher_batch: int = 32
     shapes_teacher_seg_weight: float = 3.0
     generic: str = "dog"

@@ -22,7 +22,7 @@ from transplant.metrics import background_pixel_accuracy, evaluate
 from transplant.spec.build import SpecModule, build_module, load_module, save_module
 from transplant.teacher import TeacherTraining, evaluate_teacher, feature_norm_mean, task_loss, train_teacher
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump when teacher training code changes: cached teachers must come from the current code
 FEATURE_NORM_IMAGES = 256
 Progress = Callable[[int, int, float], None]
 

@@ -76,6 +76,12 @@ class BackDistill(Method):
     def solve(self, adapter: Adapter) -> None:
         solve_one_layer(adapter, self.pool)
 
+    def warm_start(self, adapter: Adapter) -> None:
+        """With samples and a 1-layer adapter, Adam starts from the distillation term's exact minimiser
+        (solver "auto"); the task loss then only has to correct it. "iterative" starts at random."""
+        if self.config.solver == "auto" and self.problem.adapter_config.layers == 1:
+            solve_one_layer(adapter, self.pool)
+
     def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
         student_grads, teacher_grads = self.pool.batch(self.config.distill.draws_per_step, self.generator)
         distill = distill_term(adapter, self.pool, student_grads, teacher_grads)

@@ -120,6 +120,9 @@ class Method(ABC):
         """Closed-form methods set the adapter here instead of iterating."""
         raise NotImplementedError
 
+    def warm_start(self, adapter: Adapter) -> None:
+        """Called once before iterating; a method may set a better starting point than the random init."""
+
 
 METHODS: dict[str, type[Method]] = {}
 
