@@ -104,7 +104,7 @@ def cmd_cancel(args, control, registry) -> int:
 
 
 def cmd_net(args, control, registry) -> int:
-    net = control.GetNet(control_pb2.GetNetRequest(version=args.version), timeout=args.timeout)
+    net = control.GetNet(control_pb2.GetNetRequest(version=args.version, name=args.name), timeout=args.timeout)
     if not net.version:
         print("no transplant net yet: no job has succeeded")
         return 0
@@ -118,7 +118,7 @@ def cmd_net(args, control, registry) -> int:
 def cmd_download(args, control, registry) -> int:
     from coordinator.netfetch import build_net
 
-    net = control.GetNet(control_pb2.GetNetRequest(version=args.version), timeout=args.timeout)
+    net = control.GetNet(control_pb2.GetNetRequest(version=args.version, name=args.name), timeout=args.timeout)
     if not net.version:
         raise AdminError("no transplant net yet: no job has succeeded")
     transplant_net = build_net(net, lambda module_id: download(registry, module_id))
@@ -131,7 +131,7 @@ def cmd_download(args, control, registry) -> int:
 def cmd_report(args, control, registry) -> int:
     from coordinator.report import write_report
 
-    directory = write_report(control, Path(args.dir), timeout=args.timeout)
+    directory = write_report(control, Path(args.dir), timeout=args.timeout, name=args.name)
     print(f"wrote {directory / 'index.html'} with quality_matrix.png, quality_vs_samples.png, loss_curves.png")
     return 0
 
@@ -142,6 +142,9 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     if not rows:
         print("(none)")
+
+
+NET_NAME_HELP = "which net: each generic site grows its own, named after it (default: the last one committed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,11 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser(name, help=text).add_argument("job", help="job id (see `jobs`)")
     net = commands.add_parser("net", help="show the transplant net and its quality")
     net.add_argument("--version", type=int, default=0, help="net version (0: latest)")
+    net.add_argument("--name", default="", help=NET_NAME_HELP)
     down = commands.add_parser("download", help="write a runnable transplant net folder")
     down.add_argument("dir", help="folder to write (TransplantNet.save layout)")
     down.add_argument("--version", type=int, default=0, help="net version (0: latest)")
+    down.add_argument("--name", default="", help=NET_NAME_HELP)
     report = commands.add_parser("report", help="write PNG plots and a one-page HTML summary of the net")
     report.add_argument("dir", help="folder to write (index.html + PNGs)")
+    report.add_argument("--name", default="", help=NET_NAME_HELP)
     return parser
 
 

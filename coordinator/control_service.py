@@ -113,9 +113,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable: {exc}")
 
     def _net(self, request):
-        net = self.netbook.load(request.version)
+        net = self.netbook.load(request.version, request.name or None)
         if net is None:
-            return control_pb2.GetNetReply(name=request.name or self.netbook.name)
+            return control_pb2.GetNetReply(name=request.name or self.netbook.default_name())
         cats, tasks = net.category_modules, net.task_modules
         entries = [control_pb2.NetEntry(category=a.category, task=a.task, adapter_id=a.adapter_id,
                                         method=a.method, samples=a.samples, quality=metrics_pb(a.metrics),

@@ -236,10 +236,10 @@ def print_table(rows: list[dict]) -> None:
             print(f"  {r['category']} x {r['task']}: {r['error']}")
 
 
-def download_net(address: str, directory: Path) -> Path:
+def download_net(address: str, directory: Path, name: str) -> Path:
     from coordinator import admin
 
-    code = admin.main(["--coordinator", address, "download", str(directory)])
+    code = admin.main(["--coordinator", address, "download", str(directory), "--name", name])
     if code != 0:
         raise RuntimeError("downloading the transplant net failed")
     return directory
@@ -283,8 +283,9 @@ def run_demo(opts: DemoOptions) -> list[dict]:
         print(f"submitted {len(jobs)} transplant jobs (back-distillation, {opts.samples} samples each)", flush=True)
         finished = wait_for_jobs(control, [j[3] for j in jobs], procs, opts.timeout_s)
         rows = results_table(jobs, finished, registry, opts)
-        net_dir = download_net(address, opts.workdir / "net")
-        report_dir = write_report(address, opts.workdir / "report")
+        nets = {group.generic.site_id: download_net(address, opts.workdir / "nets" / group.generic.site_id,
+                                                   group.generic.site_id) for group in opts.groups}
+        reports = {name: write_report(address, opts.workdir / "reports" / name, name) for name in nets}
     finally:
         procs.stop_all()
     (opts.workdir / "results.json").write_text(json.dumps(rows, indent=2))
@@ -292,23 +293,19 @@ def run_demo(opts: DemoOptions) -> list[dict]:
     print_table(rows)
     print()
     print(f"finished in {time.monotonic() - started:.0f} s. Outputs in {opts.workdir}:")
-    print(f"  transplant net (runnable, TransplantNet.load): {net_dir}")
+    for name, net_dir in nets.items():
+        print(f"  transplant net grown around {name}'s task modules (runnable, TransplantNet.load): {net_dir}")
+        if reports[name] is not None:
+            print(f"    its report (HTML + PNG plots): {reports[name] / 'index.html'}")
     print(f"  object store with every module, adapter and net version: {opts.workdir / 'store'}")
-    if report_dir is not None:
-        print(f"  report (HTML + PNG plots): {report_dir / 'index.html'}")
     print(f"  results table: {opts.workdir / 'results.json'}; process logs: {opts.workdir / 'logs'}")
     return rows
 
 
-def write_report(address: str, directory: Path) -> Path | None:
-    try:
-        from coordinator import admin
+def write_report(address: str, directory: Path, name: str) -> Path | None:
+    from coordinator import admin
 
-        if admin.main(["--coordinator", address, "report", str(directory)]) == 0:
-            return directory
-    except SystemExit:  # an admin CLI without the report command
-        pass
-    return None
+    return directory if admin.main(["--coordinator", address, "report", str(directory), "--name", name]) == 0 else None
 
 
 def main(argv: list[str] | None = None) -> int:

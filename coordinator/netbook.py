@@ -1,11 +1,16 @@
-"""The one writer of transplant-net manifests: a succeeded job adds (or replaces) its adapter."""
+"""The one writer of transplant-net manifests: a succeeded job adds (or replaces) its adapter.
+
+A transplant net grows around one generic site's task modules, so each generic site has its own net,
+named after it: category modules of different families never have to share one task module.
+"""
 
 from __future__ import annotations
 
 import threading
 
 from coordinator.store import ObjectStore
-from coordinator.store.manifests import AdapterEntry, NetManifest, commit_net, load_latest_net, load_net
+from coordinator.store.manifests import (AdapterEntry, NetManifest, commit_net, list_nets, load_latest_net,
+                                         load_net)
 from coordinator.worker import JobPlan
 
 DEFAULT_NET = "default"
@@ -37,9 +42,13 @@ def _put(net: NetManifest, table: str, name: str, module_id: str, key) -> None:
     modules[name] = module_id
 
 
+def net_name(plan: JobPlan) -> str:
+    return plan.generic_task.site_id
+
+
 class NetBook:
-    def __init__(self, store: ObjectStore, name: str = DEFAULT_NET) -> None:
-        self.store, self.name = store, name
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
         self._lock = threading.Lock()  # one writer: commits are read-modify-write
 
     def commit_job(self, plan: JobPlan, adapter_id: str, adapter_sha256: str, config: dict,
@@ -48,12 +57,22 @@ class NetBook:
         entry = AdapterEntry(category=plan.category.category, task=plan.config.task, adapter_id=adapter_id,
                              adapter_sha256=adapter_sha256, config=config, method=plan.config.method,
                              samples=plan.samples, metrics=quality, teacher_metrics=teacher, job_id=plan.job_id)
+        name = net_name(plan)
         with self._lock:
-            latest = load_latest_net(self.store, self.name)
-            net = latest.next_version() if latest else NetManifest(self.name)
+            latest = load_latest_net(self.store, name)
+            net = latest.next_version() if latest else NetManifest(name)
             apply_job(net, plan, entry)
             commit_net(self.store, net)
         return net.version
 
-    def load(self, version: int = 0) -> NetManifest | None:
-        return load_net(self.store, self.name, version) if version else load_latest_net(self.store, self.name)
+    def names(self) -> list[str]:
+        return list_nets(self.store)
+
+    def default_name(self) -> str:
+        """The net committed most recently (the only one, in a single-family deployment)."""
+        latest = [net for net in (load_latest_net(self.store, n) for n in self.names()) if net is not None]
+        return max(latest, key=lambda net: net.created).name if latest else DEFAULT_NET
+
+    def load(self, version: int = 0, name: str | None = None) -> NetManifest | None:
+        name = name or self.default_name()
+        return load_net(self.store, name, version) if version else load_latest_net(self.store, name)

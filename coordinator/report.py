@@ -129,10 +129,13 @@ net on the same data.</p>
 </body></html>"""
 
 
-def write_report(control: control_pb2_grpc.ControlStub, directory: Path, timeout: float = 30.0) -> Path:
+def write_report(control: control_pb2_grpc.ControlStub, directory: Path, timeout: float = 30.0,
+                 name: str = "") -> Path:
+    """The report of one net (default: the last committed) and the jobs that built it."""
     directory.mkdir(parents=True, exist_ok=True)
-    net = control.GetNet(control_pb2.GetNetRequest(), timeout=timeout)
-    jobs = list(control.ListJobs(control_pb2.ListJobsRequest(), timeout=timeout).jobs)
+    net = control.GetNet(control_pb2.GetNetRequest(name=name), timeout=timeout)
+    jobs = [job for job in control.ListJobs(control_pb2.ListJobsRequest(), timeout=timeout).jobs
+            if job.spec.generic_site_id == net.name]
     histories = {}
     for job in jobs:
         history = control.GetJobHistory(control_pb2.GetJobRequest(job_id=job.job_id), timeout=timeout)

@@ -174,13 +174,25 @@ def reconcile_committed_jobs(ledger: Ledger, netbook: NetBook) -> list[str]:
     evaluating = {row.id: row for row in ledger.list_jobs((L_EVALUATING,))}
     if not evaluating:
         return []
-    latest = netbook.load()
     found: dict[str, tuple[int, dict[str, float]]] = {}
+    for name in netbook.names():
+        _find_commits(netbook, name, evaluating, found)
+    done = []
+    for job_id, (version, metrics) in found.items():
+        if ledger.transition(job_id, L_SUCCEEDED, metrics=metrics, net_version=version):
+            log.info("job %s: committed as net version %d before a restart; marked SUCCEEDED", job_id, version)
+            done.append(job_id)
+    return done
+
+
+def _find_commits(netbook: NetBook, name: str, evaluating: dict, found: dict) -> None:
+    """Adds (version, metrics) of every evaluating job committed to net `name` to `found`."""
+    latest = netbook.load(name=name)
     version = latest.version if latest else 0
     # Newest first. A job's entry stays from its commit until a later job replaces it, so the oldest
     # version holding it is its own; stop once every job is found and this version holds none of them.
     while version >= 1:
-        net = netbook.load(version)
+        net = netbook.load(version, name)
         here = [a for a in (net.adapters if net else ()) if a.job_id in evaluating]
         if not here and found and len(found) == len(evaluating):
             break
@@ -188,9 +200,3 @@ def reconcile_committed_jobs(ledger: Ledger, netbook: NetBook) -> list[str]:
             metrics = {**entry.metrics, **{f"teacher_{k}": v for k, v in entry.teacher_metrics.items()}}
             found[entry.job_id] = (version, metrics)
         version -= 1
-    done = []
-    for job_id, (version, metrics) in found.items():
-        if ledger.transition(job_id, L_SUCCEEDED, metrics=metrics, net_version=version):
-            log.info("job %s: committed as net version %d before a restart; marked SUCCEEDED", job_id, version)
-            done.append(job_id)
-    return done

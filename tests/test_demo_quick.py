@@ -19,10 +19,10 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         assert row["teacher"] is not None and row["transplanted"] is not None
         assert row["transplanted"] < 40, row  # far better than chance (50 %) from 20 samples
         assert row["bytes_delivered"] > 0
-    net = TransplantNet.load(tmp_path / "demo" / "net")
+    net = TransplantNet.load(tmp_path / "demo" / "nets" / "site-digit3")
     assert sorted(net.routes) == [("3", "classification"), ("5", "classification"), ("8", "classification")]
     assert net(torch.rand(2, 1, 16, 16), "5", "classification").shape == (2, 1)
-    assert (tmp_path / "demo" / "report" / "index.html").is_file()
+    assert (tmp_path / "demo" / "reports" / "site-digit3" / "index.html").is_file()
     assert json.loads((tmp_path / "demo" / "results.json").read_text()) == rows
     printed = capsys.readouterr().out
     assert "transplanted" in printed and "Outputs in" in printed

@@ -24,7 +24,7 @@ class TeacherNet(nn.Module):
         self.specs = specs
         self.category = build_module(specs.category)
         self.tasks = nn.ModuleDict({task: build_module(spec) for task, spec in specs.tasks.items()})
-        self.apply(_he_init)
+        self.apply(init_weights)
 
     def forward(self, images: torch.Tensor, task: str) -> torch.Tensor:
         return self.tasks[task](self.category(images))
@@ -44,7 +44,7 @@ def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
     return weight
 
 
-def _he_init(layer: nn.Module) -> None:
+def init_weights(layer: nn.Module) -> None:
     """He init keeps the signal alive through a deep ReLU stack without batchnorm (VGG has none);
     transposed convs start as bilinear upsampling, as in FCN."""
     if isinstance(layer, nn.ConvTranspose2d) and layer.in_channels == layer.out_channels:

@@ -186,6 +186,11 @@ def commit_net(store: ObjectStore, manifest: NetManifest) -> None:
     store.put_json(net_latest_key(manifest.name), doc)  # last: the commit point
 
 
+def list_nets(store: ObjectStore) -> list[str]:
+    """Names of the nets with at least one committed version."""
+    return sorted({key.split("/")[1] for key in store.list_keys("nets/") if key.endswith("/LATEST.json")})
+
+
 def list_net_versions(store: ObjectStore, name: str) -> list[int]:
     """Committed versions, oldest first."""
     latest = load_latest_net(store, name)

@@ -139,17 +139,17 @@ def test_sigkill_mid_jobs_then_restart(ray_session, tmp_path) -> None:
 
         # the net: exactly one commit per succeeded job, versions 1..N, LATEST == vN
         store = LocalStore(tmp_path / "store")
-        versions = list_net_versions(store, "default")
+        versions = list_net_versions(store, "site-g")  # the generic site's net
         assert versions == list(range(1, len(ids) + 1))
         assert sorted(jobs[j].net_version for j in ids) == versions  # each job committed exactly once
-        latest = load_latest_net(store, "default")
+        latest = load_latest_net(store, "site-g")
         assert latest.version == len(ids)
-        assert store.get_json(net_latest_key("default")) == store.get_json(net_version_key("default", latest.version))
-        assert not store.get_json(net_version_key("default", latest.version + 1))
+        assert store.get_json(net_latest_key("site-g")) == store.get_json(net_version_key("site-g", latest.version))
+        assert not store.get_json(net_version_key("site-g", latest.version + 1))
         pairs = [(a.category, a.task) for a in latest.adapters]
         assert sorted(pairs) == sorted((c, TASK) for c in CATEGORIES)  # no duplicate adapter entries
         for job_id in ids:
-            net = load_net(store, "default", jobs[job_id].net_version)
+            net = load_net(store, "site-g", jobs[job_id].net_version)
             entry = next(a for a in net.adapters if a.job_id == job_id)
             assert latest.adapter_for(entry.category, TASK).job_id == job_id
         for entry in latest.adapters:

@@ -20,7 +20,7 @@ from transplant.architectures import CLASSIFICATION, SEGMENTATION, VGGConfig, te
 from transplant.data.common import Split, feature_norm_images
 from transplant.metrics import background_pixel_accuracy, evaluate
 from transplant.spec.build import SpecModule, build_module, load_module, save_module
-from transplant.teacher import TeacherTraining, evaluate_teacher, feature_norm_mean, task_loss, train_teacher
+from transplant.teacher import TeacherTraining, init_weights, evaluate_teacher, feature_norm_mean, task_loss, train_teacher
 
 CACHE_VERSION = 2  # bump when teacher training code changes: cached teachers must come from the current code
 FEATURE_NORM_IMAGES = 256
@@ -98,13 +98,6 @@ def single_category_teacher(cache: Path, name: str, cfg: VGGConfig, tasks: tuple
     return cached(cache, name, key, build)
 
 
-def _he_init(layer: nn.Module) -> None:
-    if isinstance(layer, (nn.Conv2d, nn.Linear)):
-        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-        if layer.bias is not None:
-            nn.init.zeros_(layer.bias)
-
-
 def shared_task_net(cache: Path, name: str, cfg: VGGConfig, trains: dict[str, Split], tests: dict[str, Split],
                     training: TeacherTraining, data_key: dict, progress: Progress | None = None) -> Teacher:
     """Table 4's "leave-one-out" generic net: one category module per category, shared task modules.
@@ -121,8 +114,8 @@ def shared_task_net(cache: Path, name: str, cfg: VGGConfig, trains: dict[str, Sp
         specs = teacher_specs(cfg)
         cats = nn.ModuleDict({c: build_module(specs.category) for c in trains})
         tasks = nn.ModuleDict({t: build_module(s) for t, s in specs.tasks.items()})
-        cats.apply(_he_init)
-        tasks.apply(_he_init)
+        cats.apply(init_weights)
+        tasks.apply(init_weights)
         params = list(cats.parameters()) + list(tasks.parameters())
         optimiser = torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay)
         generator = torch.Generator().manual_seed(training.seed)
