@@ -34,9 +34,9 @@ CHOICES = [
     "segment images of their category); classification samples are balanced (category / others).",
     "Step budget: {steps} Adam steps (Exp.1) and {shapes_steps} (shapes), lr {lr}, batch = all samples (<= 64), for "
     "every iterative method alike; nothing was tuned per method. back_distill uses the paper's loss "
-    "lambda * ||alpha D'_S - D'_T||^2 with the squared norm summed over D's elements (lambda_scale = 10 or 1 times "
-    "the element count, since the core's distill_term averages over elements); back_distill_mean is the core's "
-    "default (element mean, i.e. a lambda smaller by the element count), shown as a variant in {mean_variant_experiments}.",
+    "lambda * ||alpha D'_S - D'_T||^2 with the squared norm summed over D's elements (the core's distill_term, "
+    "lambda = 10 or 1 / E|D'_T|); back_distill_mean averages over elements instead (a lambda smaller by the "
+    "element count), shown as a variant in {mean_variant_experiments}.",
     "Baselines: direct-learn (task loss), distill (task loss + cross-entropy to the teacher's outputs), "
     "jacobian (task loss + normalised real-gradient Jacobian matching, Srinivas & Fleuret), lstsq (closed-form "
     "1x1 stitching h(f(I)) ~ f_S(I) on the sample images, f_S = the generic net's {generic} category module; in "

@@ -260,15 +260,12 @@ def pseudo_gradient_numel(case: Case) -> int:
 
 
 def method_settings(case: Case, method: str) -> tuple[str, float | None]:
-    """(core method, lambda_scale). `back_distill` uses the paper's loss lambda * ||alpha D'_S - D'_T||^2 with
-    the squared Frobenius norm summed over D's elements and lambda = 10 (1 for segmentation) / E|D'_T|; the
-    core's `distill_term` averages over elements instead, so its lambda_scale is multiplied by the element
-    count here. `back_distill_mean` is the core's default (element mean), kept as a labelled variant."""
+    """(core method, lambda_scale). `back_distill` is the core's loss, the paper's lambda * ||alpha D'_S - D'_T||^2
+    with the squared norm summed over D's elements and lambda = 10 (1 for segmentation) / E|D'_T|.
+    `back_distill_mean` averages over elements instead (lambda smaller by the element count), a labelled variant."""
     base = 1.0 if case.task == SEGMENTATION else 10.0
-    if method == "back_distill":
-        return "back_distill", base * pseudo_gradient_numel(case)
     if method == "back_distill_mean":
-        return "back_distill", None
+        return "back_distill", base / pseudo_gradient_numel(case)
     return method, None
 
 

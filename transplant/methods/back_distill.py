@@ -13,13 +13,10 @@ from transplant.methods.draws import PseudoGradientPool
 
 def distill_term(adapter: Adapter, pool: PseudoGradientPool, student_grads: torch.Tensor,
                  teacher_grads: torch.Tensor) -> torch.Tensor:
-    """lambda * mean over draws and elements of (alpha h'(B_S(G)) - B_T(G))^2.
-
-    The squared norm is averaged over elements (not summed) so that lambda = 10 / E|D'_T|
-    weighs it against the task loss the same way whatever the feature map's size.
-    """
+    """lambda * ||alpha h'(B_S(G)) - B_T(G)||^2, the squared norm summed over D's elements as in the
+    paper (Eqn. 3), averaged over draws. `DistillSettings.lambda_scale` rescales lambda."""
     student = adapter.pseudo_backward(student_grads)
-    return pool.lam * ((pool.alpha * student - teacher_grads) ** 2).mean()
+    return pool.lam * ((pool.alpha * student - teacher_grads) ** 2).flatten(1).sum(1).mean()
 
 
 @torch.no_grad()

@@ -22,11 +22,12 @@ def linearised_adapter(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
 
 def naive_distill_loss(adapter: Adapter, student_task: SpecModule, teacher_task: SpecModule, G: torch.Tensor,
                        masks: ReluMasks, alpha: float, lam: float, x_shape: tuple[int, ...]) -> torch.Tensor:
-    """lambda * mean (alpha D'_S - D'_T)^2 with both D' taken by autograd (create_graph for the student)."""
+    """lambda * ||alpha D'_S - D'_T||^2 (summed over elements, mean over draws) with both D' taken by
+    autograd (create_graph for the student)."""
     x = torch.zeros((len(G), *x_shape), requires_grad=True)  # any x: the surrogate is linear in it
     student_out = linearised_surrogate(student_task, masks)(linearised_adapter(adapter, x))
     d_student, = torch.autograd.grad(student_out, x, G, create_graph=True)
     x_teacher = torch.zeros((len(G), *x_shape), requires_grad=True)
     teacher_out = linearised_surrogate(teacher_task, masks)(x_teacher)
     d_teacher, = torch.autograd.grad(teacher_out, x_teacher, G)
-    return lam * ((alpha * d_student - d_teacher) ** 2).mean()
+    return lam * ((alpha * d_student - d_teacher) ** 2).flatten(1).sum(1).mean()
