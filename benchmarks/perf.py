@@ -18,7 +18,7 @@ from transplant.adapter import Adapter
 from transplant.architectures import CLASSIFICATION, teacher_specs, vgg_small
 from transplant.data.digits import load_digits_category
 from transplant.job import JobConfig, make_problem
-from transplant.methods import DistillSettings, Samples, TrainConfig, get_method
+from transplant.methods import Samples, TrainConfig, get_method
 from transplant.methods.back_distill import distill_term
 from transplant.methods.reference import naive_distill_loss
 from transplant.runtime import configure_threads

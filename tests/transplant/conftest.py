@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from transplant.architectures import CLASSIFICATION, teacher_specs, vgg_small
 from transplant.data.digits import load_digits_category
