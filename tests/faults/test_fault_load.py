@@ -110,9 +110,9 @@ def test_load(ray_session, tmp_path) -> None:
             else:
                 assert job.state == control_pb2.SUCCEEDED, (job_id, job.error)
         succeeded = len(jobs) - len(silent_jobs)
-        assert list_net_versions(store, "default") == list(range(1, succeeded + 1))
+        assert list_net_versions(store, "site-0") == list(range(1, succeeded + 1))
         assert sorted(job.net_version for job in jobs.values() if job.net_version) == list(range(1, succeeded + 1))
-        latest = load_latest_net(store, "default")
+        latest = load_latest_net(store, "site-0")
         assert len({(a.category, a.task) for a in latest.adapters}) == len(latest.adapters) == SITES - 2
 
         figures = (f"load: {SITES} sites, {uploads} uploads in {upload_s:.2f} s = {uploads / upload_s:.1f} uploads/s; "
