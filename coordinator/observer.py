@@ -43,10 +43,11 @@ class Observer:
         if job is None:
             return
         category, task = job.spec.get("category", ""), job.spec.get("task", "")
-        if event.total_steps:
+        if event.total_steps:  # progress: no state changed, so the job counts stay as they are
             parts = {"loss": event.loss, "distill": event.distill_loss, "task": event.task_loss}
             self.metrics.record_progress(job.id, category, task, event.step, event.total_steps, parts)
-        if event.state in TERMINAL and event.step == 0:
+            return
+        if event.state in TERMINAL:
             self.metrics.forget_job(job.id)
             method = job.spec.get("method", "")
             seconds = job.finished - job.started if job.finished and job.started else None
