@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     b.add_argument("--cache", type=Path, default=Path("benchmarks/cache"), help="teacher cache folder")
     b.add_argument("--iou-gate", type=float, default=None, help="minimum teacher object IoU in %% (default 60)")
+    b.add_argument("--workers", type=int, default=1,
+                   help="run the experiments as this many parallel processes (one per core), then merge "
+                        "(default 1; `make bench` uses 2)")
     b.add_argument("--resume", action="store_true",
                    help="keep the rows of an interrupted run in <out>/paper.partial.jsonl and run only the rest")
     b.add_argument("--below-gate", type=float, default=None,
@@ -55,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         merge(args.inputs, args.out, command)
         print(f"wrote {args.out / 'paper.json'}, {args.out / 'paper.md'}")
         return 0
-    from transplant.experiments import FULL, QUICK, bench, resolve
+    from transplant.experiments import FULL, QUICK, bench, bench_parallel, resolve
+
+    experiments = resolve(args.experiments)
+    if args.workers > 1 and len(experiments) > 1:
+        meta = bench_parallel(experiments, args.out, args.workers, _child_args(args), command)
+        print(f"wrote {args.out / 'paper.json'}, {args.out / 'paper.md'} in {meta['total_seconds']:.0f} s")
+        return 0
 
     settings = QUICK if args.quick else FULL
     if args.seeds is not None:
@@ -66,9 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, below_gate=None if args.below_gate < 0 else args.below_gate)
     if args.iou_gate is not None:
         settings = dataclasses.replace(settings, iou_gate=args.iou_gate)
-    meta = bench(resolve(args.experiments), args.out, settings, args.cache, command, resume=args.resume)
+    meta = bench(experiments, args.out, settings, args.cache, command, resume=args.resume)
     print(f"wrote {args.out / 'paper.json'}, {args.out / 'paper.md'} in {meta['total_seconds']:.0f} s")
     return 0
+
+
+def _child_args(args: argparse.Namespace) -> list[str]:
+    """The options a parallel worker inherits (everything but the experiments, --out and --workers)."""
+    child = ["--cache", str(args.cache)]
+    for flag, value in (("--seeds", args.seeds), ("--steps", args.steps), ("--iou-gate", args.iou_gate),
+                        ("--below-gate", args.below_gate)):
+        if value is not None:
+            child += [flag, str(value)]
+    return child + ["--quick"] * args.quick + ["--resume"] * args.resume
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ This is the code a site agent runs; the experiments use it too, so teachers are 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Callable
 
 import torch
@@ -66,6 +67,7 @@ class TeacherTraining:
     weight_decay: float = 1e-4
     seed: int = 0
     seg_weight: float = 1.0
+    cosine: bool = False  # decay lr to 0 along a cosine over the run (sharper final nets for the same steps)
 
 
 def task_loss(task: str, output: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
@@ -75,11 +77,11 @@ def task_loss(task: str, output: torch.Tensor, labels: torch.Tensor, masks: torc
     return F.cross_entropy(output, masks)
 
 
-def _batch_loss(net: TeacherNet, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None,
-                seg_weight: float) -> torch.Tensor:
-    features = net.category(images)
+def joint_loss(features: torch.Tensor, tasks: Mapping[str, nn.Module], labels: torch.Tensor,
+               masks: torch.Tensor | None, seg_weight: float) -> torch.Tensor:
+    """The sum of every task module's loss on one category module's features (a teacher's training loss)."""
     loss = torch.zeros(())
-    for task, module in net.tasks.items():
+    for task, module in tasks.items():
         if task == SEGMENTATION:
             # segmented on the images that show the category (as FCNs are trained on VOC's images of it);
             # a negative's empty mask would mostly teach "background everywhere"
@@ -89,6 +91,13 @@ def _batch_loss(net: TeacherNet, images: torch.Tensor, labels: torch.Tensor, mas
         else:
             loss = loss + task_loss(task, module(features), labels, masks)
     return loss
+
+
+def lr_schedule(optimiser: torch.optim.Optimizer, config: TeacherTraining,
+                total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.cosine:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
 
 
 def train_teacher(specs: TeacherSpecs, images: torch.Tensor, labels: torch.Tensor,
@@ -101,15 +110,17 @@ def train_teacher(specs: TeacherSpecs, images: torch.Tensor, labels: torch.Tenso
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = max(1, -(-len(images) // config.batch_size))
     total, step = config.epochs * steps_per_epoch, 0
+    schedule = lr_schedule(optimiser, config, total)
     for _ in range(config.epochs):
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(images), config.batch_size):
             idx = order[start:start + config.batch_size]
-            loss = _batch_loss(net, images[idx], labels[idx], None if masks is None else masks[idx],
-                               config.seg_weight)
+            loss = joint_loss(net.category(images[idx]), net.tasks, labels[idx],
+                              None if masks is None else masks[idx], config.seg_weight)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            schedule.step()
             step += 1
             if progress:
                 progress(step, total, float(loss))

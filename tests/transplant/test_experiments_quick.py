@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from transplant.architectures import CLASSIFICATION, teacher_specs, vgg_small
 from transplant.cli import main
+from transplant.experiments.bench import split_work
+from transplant.experiments.settings import EXPERIMENTS
+from transplant.experiments.teachers import Teacher, cached
+from transplant.spec.build import build_module
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +31,10 @@ def _check_rows(rows: list[dict]) -> None:
 
 
 def test_quick_bench_all(tmp_path):
+    """Two worker processes (as `make bench` runs), merged into one report with a merged below-gate rerun."""
     out, cache = tmp_path / "out", tmp_path / "cache"
-    assert main(["bench", "all", "--quick", "--out", str(out), "--cache", str(cache)]) == 0
+    assert main(["bench", "all", "--quick", "--workers", "2", "--out", str(out), "--cache", str(cache)]) == 0
+    assert len(list((out / "parts").iterdir())) == 2
 
     # the gate (60% object IoU): tiny quick teachers never reach it, so the shapes experiments are excluded
     rows = json.loads((out / "paper.json").read_text())
@@ -53,3 +62,28 @@ def test_quick_bench_all(tmp_path):
     assert "## Exp.3" in md and "all-background" in md and "below the project's 60% rule" in md
     assert {"exp2_pca.png", "exp3_pixel_accuracy_1conv.png", "table4_cls_error_rate_3conv.png"} <= {
         p.name for p in below.glob("*.png")}
+
+
+def test_split_work_balances_and_keeps_order():
+    assert split_work(EXPERIMENTS, 1) == [EXPERIMENTS]
+    groups = split_work(EXPERIMENTS, 2)
+    assert sorted(e for g in groups for e in g) == sorted(EXPERIMENTS) and len(groups) == 2
+    assert all(list(g) == [e for e in EXPERIMENTS if e in g] for g in groups)
+    assert split_work(("exp1",), 4) == [("exp1",)]
+
+
+def test_teacher_cache_builds_once_under_concurrency(tmp_path):
+    """Parallel bench workers asking for the same teacher: one trains it, the other waits and loads it."""
+    calls = []
+
+    def build() -> Teacher:
+        calls.append(1)
+        time.sleep(0.3)
+        module = build_module(teacher_specs(vgg_small(width=4, depth=3, image_size=8), (CLASSIFICATION,)).category)
+        return Teacher("t", {"t": module}, {}, {"x": 1.0}, {"t": 2.0})
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda _: cached(tmp_path, "t", {"k": 1}, build), range(2)))
+    assert len(calls) == 1
+    assert all(t.metrics == {"x": 1.0} and t.feature_norm == {"t": 2.0} for t in got)
+    assert [p.name for p in (tmp_path / "teachers").iterdir() if ".tmp" in p.name] == []

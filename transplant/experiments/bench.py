@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 from transplant.experiments.report import plot_curves, plot_pca, save_json, write_report
 from transplant.experiments.runner import Context, run_experiments
@@ -115,11 +120,9 @@ def sanity_lines(runs: list[dict]) -> list[str]:
     return lines
 
 
-def merge(inputs: list[Path], out: Path, command: str = "") -> dict:
-    """One report from several `bench` output folders (e.g. experiments run as separate processes)."""
-    import json
-    import shutil
-
+def merge(inputs: list[Path], out: Path, command: str = "", wall_seconds: float | None = None) -> dict:
+    """One report from several `bench` output folders (e.g. experiments run as separate processes).
+    Their below_gate/ reruns are merged into <out>/below_gate the same way."""
     rows: list[dict] = []
     meta: dict = {}
     for folder in inputs:
@@ -128,6 +131,7 @@ def merge(inputs: list[Path], out: Path, command: str = "") -> dict:
         if not meta:
             meta = {**m, "teachers": {}, "excluded": [], "background_pixel_accuracy": {}, "seconds": {},
                     "runs": [], "total_seconds": 0.0}
+            meta.pop("below_gate", None)
         meta["settings"].update(m.get("settings", {}))  # later folders win (order the inputs accordingly)
         meta["teachers"].update(m.get("teachers", {}))
         meta["excluded"] += m.get("excluded", [])
@@ -139,6 +143,14 @@ def merge(inputs: list[Path], out: Path, command: str = "") -> dict:
         for png in folder.glob("*_pca.png"):
             if png.parent.resolve() != out.resolve():
                 shutil.copy(png, out / png.name)
+    below = [f / "below_gate" for f in inputs if (f / "below_gate" / "paper.json").exists()]
+    if below:
+        sub = merge(below, out / "below_gate", f"{command} [below-gate reruns]")
+        meta["below_gate"] = {"folder": "below_gate", "gate": sub["settings"]["iou_gate"],
+                              "experiments": sorted({r["experiment"] for r in sub["runs"]}),
+                              "seconds": sub["total_seconds"]}
+    if wall_seconds is not None:  # parts ran side by side: their seconds add up to more than the wall time
+        meta["process_seconds"], meta["total_seconds"] = meta["total_seconds"], wall_seconds
     meta["command"] = command or meta.get("command", "")
     meta["merged_from"] = [str(p) for p in inputs]
     meta["choices"] = [c.format(**{**dataclasses.asdict(FULL), **meta["settings"]}) for c in CHOICES]
@@ -149,10 +161,66 @@ def merge(inputs: list[Path], out: Path, command: str = "") -> dict:
     return meta
 
 
+# rough CPU minutes of each experiment at the full settings, to balance parallel workers
+COST = {"exp1": 22.0, "exp2": 20.0, "exp3": 22.0, "table4": 30.0}
+
+
+def split_work(experiments: tuple[str, ...], workers: int) -> list[tuple[str, ...]]:
+    """Longest-first greedy split of experiments over workers; each group keeps the canonical order."""
+    groups: list[list[str]] = [[] for _ in range(max(1, min(workers, len(experiments))))]
+    for name in sorted(experiments, key=lambda e: -COST.get(e, 1.0)):
+        min(groups, key=lambda g: sum(COST.get(e, 1.0) for e in g)).append(name)
+    return [tuple(e for e in EXPERIMENTS if e in g) for g in groups if g]
+
+
+def bench_parallel(experiments: tuple[str, ...], out: Path, workers: int, child_args: list[str],
+                   command: str = "") -> dict:
+    """Run groups of experiments as separate `transplant bench` processes (one per core), then merge.
+    Teachers are shared through the cache (a lock per teacher: nobody trains one twice)."""
+    start = time.perf_counter()
+    parts, procs = [], []
+    for k, group in enumerate(split_work(experiments, workers)):
+        part = out / "parts" / str(k)
+        part.mkdir(parents=True, exist_ok=True)
+        log = (part / "log.txt").open("w")
+        cmd = [sys.executable, "-m", "transplant.cli", "bench", *group, "--out", str(part), *child_args]
+        print(f"worker {k}: {' '.join(group)} (log: {part / 'log.txt'})", flush=True)
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        parts.append(part)
+    with tqdm(desc="result rows (all workers)", unit="row", dynamic_ncols=True) as bar:
+        while any(p.poll() is None for p, _ in procs):
+            if any(p.poll() not in (None, 0) for p, _ in procs):  # one failed: the merge cannot happen
+                for p, _ in procs:
+                    p.terminate()
+                break
+            time.sleep(5)
+            bar.n = sum(_rows_written(part) for part in parts)
+            bar.refresh()
+    for _, log in procs:
+        log.close()
+    # the worker that failed first (exit code > 0) before those terminated because of it (< 0)
+    for (p, _), part in sorted(zip(procs, parts), key=lambda pp: pp[0].wait() <= 0):
+        if p.returncode != 0:
+            tail = "\n".join((part / "log.txt").read_text(errors="replace").splitlines()[-20:])
+            raise RuntimeError(f"bench worker {part} failed with exit code {p.returncode}:\n{tail}")
+    return merge(parts, out, command, wall_seconds=time.perf_counter() - start)
+
+
+def _rows_written(part: Path) -> int:
+    """Result rows a worker has written so far (its partial file, or its final paper.json once done)."""
+    try:
+        return sum(1 for line in (part / "paper.partial.jsonl").open() if line.strip())
+    except FileNotFoundError:
+        try:
+            return len(json.loads((part / "paper.json").read_text()))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return 0
+
+
 def resolve(names: list[str]) -> tuple[str, ...]:
     if "all" in names:
         return EXPERIMENTS
     return tuple(n for n in EXPERIMENTS if n in names)
 
 
-__all__ = ["QUICK", "FULL", "bench", "resolve"]
+__all__ = ["QUICK", "FULL", "bench", "bench_parallel", "resolve"]

@@ -7,8 +7,11 @@ it (architecture, data, training). Nothing is downloaded; a changed setting trai
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,7 +23,8 @@ from transplant.architectures import CLASSIFICATION, SEGMENTATION, VGGConfig, te
 from transplant.data.common import Split, feature_norm_images
 from transplant.metrics import background_pixel_accuracy, evaluate
 from transplant.spec.build import SpecModule, build_module, load_module, save_module
-from transplant.teacher import TeacherTraining, init_weights, evaluate_teacher, feature_norm_mean, task_loss, train_teacher
+from transplant.teacher import (TeacherTraining, evaluate_teacher, feature_norm_mean, init_weights, joint_loss,
+                               lr_schedule, train_teacher)
 
 CACHE_VERSION = 2  # bump when teacher training code changes: cached teachers must come from the current code
 FEATURE_NORM_IMAGES = 256
@@ -63,16 +67,20 @@ def _load(directory: Path) -> Teacher:
 
 
 def cached(cache: Path, name: str, key: dict, build: Callable[[], Teacher]) -> Teacher:
+    """Load the teacher for `key`, or build and store it. An exclusive lock per teacher makes parallel
+    bench processes wait for the one already training it instead of training it again."""
     directory = cache / "teachers" / f"{name}-{config_hash({'v': CACHE_VERSION, **key})}"
-    if (directory / "meta.json").exists():
-        return _load(directory)
-    teacher = build()
-    tmp = directory.with_name(directory.name + ".tmp")
-    _save(teacher, tmp)
-    if directory.exists():  # a concurrent run won the race: keep theirs
-        return _load(directory)
-    tmp.rename(directory)
-    return teacher
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.with_name(directory.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (directory / "meta.json").exists():
+            return _load(directory)
+        teacher = build()
+        tmp = directory.with_name(f"{directory.name}.tmp{os.getpid()}")
+        _save(teacher, tmp)
+        shutil.rmtree(directory, ignore_errors=True)  # a half-written folder from a killed run
+        tmp.rename(directory)
+        return teacher
 
 
 def _norm(module: SpecModule, split: Split) -> float:
@@ -122,6 +130,7 @@ def shared_task_net(cache: Path, name: str, cfg: VGGConfig, trains: dict[str, Sp
         cats.train(), tasks.train()
         batches_per_epoch = {c: -(-len(s) // training.batch_size) for c, s in trains.items()}
         total, step = training.epochs * sum(batches_per_epoch.values()), 0
+        lr_decay = lr_schedule(optimiser, training, total)
         for _ in range(training.epochs):
             orders = {c: torch.randperm(len(s), generator=generator) for c, s in trains.items()}
             schedule = [c for c, k in batches_per_epoch.items() for _ in range(k)]
@@ -131,13 +140,11 @@ def shared_task_net(cache: Path, name: str, cfg: VGGConfig, trains: dict[str, Sp
                 idx = orders[c][cursor[c]:cursor[c] + training.batch_size]
                 cursor[c] += training.batch_size
                 s = trains[c]
-                x = cats[c](s.images[idx])
-                loss = task_loss(CLASSIFICATION, tasks[CLASSIFICATION](x), s.labels[idx], None)
-                loss = loss + training.seg_weight * task_loss(SEGMENTATION, tasks[SEGMENTATION](x), s.labels[idx],
-                                                              s.masks[idx])
+                loss = joint_loss(cats[c](s.images[idx]), tasks, s.labels[idx], s.masks[idx], training.seg_weight)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
+                lr_decay.step()
                 step += 1
                 if progress:
                     progress(step, total, float(loss.detach()))
