@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m transplant.cli bench exp1 exp2 exp3  # table4: `transplant bench table4` (see README)
+	$(PY) -m transplant.cli bench all --workers 2
 
 bench-perf: $(STAMP)
 	$(PY) -m benchmarks.perf

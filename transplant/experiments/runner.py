@@ -99,11 +99,16 @@ def shapes_data(s: Settings, category: str, negatives=None):
                                 size=s.shapes_size, negatives=negatives)
 
 
+def shapes_training(s: Settings, epochs: int) -> TeacherTraining:
+    """One recipe for every shapes net (single-category teachers and leave-one-out nets)."""
+    return TeacherTraining(epochs=epochs, batch_size=s.shapes_teacher_batch, lr=s.shapes_teacher_lr,
+                           seed=s.teacher_seed, seg_weight=s.shapes_teacher_seg_weight, cosine=True)
+
+
 def shapes_teacher(ctx: Context, category: str) -> tuple[Teacher, object]:
     s = ctx.settings
     data = shapes_data(s, category)
-    training = TeacherTraining(epochs=s.shapes_teacher_epochs, batch_size=s.shapes_teacher_batch, seed=s.teacher_seed,
-                               seg_weight=s.shapes_teacher_seg_weight)
+    training = shapes_training(s, s.shapes_teacher_epochs)
     teacher = single_category_teacher(
         ctx.cache, f"shapes-{category}", s.shapes_config(), (CLASSIFICATION, SEGMENTATION), data.train, data.test,
         training, {"source": "shapes", "category": category, "seed": s.teacher_seed, "n_train": s.shapes_train,
@@ -211,8 +216,7 @@ def leave_one_out(ctx: Context, target: str) -> Teacher | None:
         d = load_shapes_category(c, n_train=s.loo_train_per_category, n_test=s.shapes_test, seed=s.teacher_seed,
                                  size=s.shapes_size, negatives=members)
         trains[c], tests[c] = d.train, d.test
-    training = TeacherTraining(epochs=s.loo_epochs, batch_size=s.shapes_teacher_batch, seed=s.teacher_seed,
-                               seg_weight=s.shapes_teacher_seg_weight)
+    training = shapes_training(s, s.loo_epochs)
     net = shared_task_net(ctx.cache, f"loo-{target}", s.shapes_config(), trains, tests, training,
                           {"source": "shapes", "members": members, "n_train": s.loo_train_per_category,
                            "n_test": s.shapes_test, "seed": s.teacher_seed, "size": s.shapes_size},

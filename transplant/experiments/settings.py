@@ -21,27 +21,28 @@ class Settings:
     mean_variant_experiments: tuple[str, ...] = ("exp1",)
     teacher_seed: int = 0            # teachers are trained once; seeds vary samples, adapter init, reorder, G
     # Exp.1: digits, adapter inserted into the same teacher
-    digits_categories: tuple[str, ...] = ("3", "8")  # two of five, for the time budget
+    digits_categories: tuple[str, ...] = ("0", "3", "5", "8", "9")  # five, as the paper's five mammals
     digits_size: int = 16
     digits_width: int = 16
     digits_teacher_epochs: int = 20
     exp1_layers: tuple[int, ...] = (1, 3)
-    exp1_samples: tuple[int, ...] = (0, 10, 50)  # the paper: 0/10/20/50/100; cut for the time budget
+    exp1_samples: tuple[int, ...] = (0, 10, 20, 50, 100)  # the paper's grid
     # Exp.2 / Exp.3 / Table 4: procedural shapes, 32x32 RGB
     shapes_size: int = 32
     shapes_width: int = 16
     shapes_depth: int = 3
-    shapes_train: int = 4000
+    shapes_train: int = 8000
     shapes_test: int = 400
-    shapes_teacher_epochs: int = 14
+    shapes_teacher_epochs: int = 20
     shapes_teacher_batch: int = 32
     shapes_teacher_seg_weight: float = 3.0
+    shapes_teacher_lr: float = 2e-3   # with a cosine decay to 0 (the recipe that passed the IoU gate for all)
     generic: str = "dog"
-    targets: tuple[str, ...] = ("cat", "cow")  # two of the paper's four, for the time budget
-    samples: tuple[int, ...] = (10, 50)  # the paper: 10/20/50/100; cut for the time budget
+    targets: tuple[str, ...] = ("cat", "cow", "horse", "sheep")  # the paper's four
+    samples: tuple[int, ...] = (10, 20, 50, 100)  # the paper's grid
     extra_zero_sample_back_distill: bool = True  # back-distill from 0 samples too (not in the paper's Table 3)
-    loo_train_per_category: int = 400
-    loo_epochs: int = 12             # 1200 steps shared by 8 category modules
+    loo_train_per_category: int = 2500
+    loo_epochs: int = 12             # 7500 steps shared by 8 category modules (1500 x 10 reached 56% mean IoU)
     table4_targets: tuple[str, ...] = ("cat", "cow")  # two of the paper's four, for the time budget
     table4_cls_samples: tuple[int, ...] = (10, 20, 50, 100)
     table4_seg_samples: tuple[int, ...] = (10, 20)  # the paper's Table 4 has only these

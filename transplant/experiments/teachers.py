@@ -26,7 +26,7 @@ from transplant.spec.build import SpecModule, build_module, load_module, save_mo
 from transplant.teacher import (TeacherTraining, evaluate_teacher, feature_norm_mean, init_weights, joint_loss,
                                lr_schedule, train_teacher)
 
-CACHE_VERSION = 2  # bump when teacher training code changes: cached teachers must come from the current code
+CACHE_VERSION = 3  # bump when teacher training code changes: cached teachers must come from the current code
 FEATURE_NORM_IMAGES = 256
 Progress = Callable[[int, int, float], None]
 
