@@ -40,6 +40,8 @@ def _train_args(p: argparse.ArgumentParser, required: bool) -> None:
     g.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
     g.add_argument("--batch-size", type=int, default=64, help="default 64")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    g.add_argument("--cosine", action="store_true",
+                   help="decay the learning rate to 0 along a cosine (the benchmark's shapes recipe)")
     g.add_argument("--dropout", type=float, default=0.5, help="dropout on the fc layers (default 0.5, as VGG)")
     g.add_argument("--seg-weight", type=float, default=1.0,
                    help="weight of the segmentation loss beside classification (default 1)")
@@ -157,7 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if teacher_io.exists(args.workspace) and not getattr(args, "force", False):
         raise SiteAgentError(f"workspace {args.workspace} already holds a teacher; use --force to retrain")
     opts = TrainOptions(site_id=args.site_id, data=args.data, size=args.size, width=args.width, depth=args.depth,
-                        fc=args.fc, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                        fc=args.fc, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, cosine=args.cosine, seed=args.seed,
                         share_samples=args.share_samples, category=args.category, n_train=args.n_train,
                         n_test=args.n_test, dropout=args.dropout, seg_weight=args.seg_weight)
     info, _ = train_site(opts, args.workspace, progress=not args.no_progress)

@@ -29,6 +29,7 @@ class TrainOptions:
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
+    cosine: bool = False         # cosine decay of lr to 0 over the run
     dropout: float = 0.5         # on the fc layers (VGG's default); small task heads often do better with 0
     seg_weight: float = 1.0      # weight of the segmentation loss beside classification
     seed: int = 0
@@ -59,7 +60,7 @@ def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True)
     cfg = dataclasses.replace(vgg_small(width=opts.width, depth=opts.depth, image_size=opts.size,
                                         in_channels=int(train.images.shape[1]), fc=opts.fc), dropout=opts.dropout)
     config = TeacherTraining(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
-                             seg_weight=opts.seg_weight)
+                             seg_weight=opts.seg_weight, cosine=opts.cosine)
     with tqdm(desc=f"train {opts.site_id}", unit="step", disable=not progress, leave=True) as bar:
         def report(step: int, total: int, loss: float) -> None:
             bar.total = total

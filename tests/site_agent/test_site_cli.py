@@ -59,9 +59,10 @@ def test_operator_errors_exit_2(tmp_path, workspace, capsys):
 def test_train_push_list_in_process(tmp_path, coordinator, capsys):
     ws = tmp_path / "ws"
     assert main(["train", "--site-id", "site-7", "--data", "digits:7", "--workspace", str(ws), "--epochs", "1",
-                 "--fc", "16", "--no-progress"]) == 0
+                 "--fc", "16", "--cosine", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "held-out classification: error_rate" in out and teacher_io.load_info(ws).category == "7"
+    assert teacher_io.load_info(ws).training["cosine"] is True
     assert main(["push", "--workspace", str(ws), "--coordinator", coordinator.target, "--no-progress"]) == 0
     pushed = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in pushed] == ["category", "task:classification"]
