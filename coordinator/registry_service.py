@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -34,6 +36,9 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
                  spool_dir: Path | None = None, metrics: CoordinatorMetrics | None = None) -> None:
         self.store, self.limits, self.spool_dir = store, limits, spool_dir
         self.metrics = metrics
+        # bytes of uploads in flight per site: two concurrent uploads must not both fit one quota
+        self._in_flight: dict[str, int] = {}
+        self._quota_lock = threading.Lock()
         if spool_dir is not None:
             spool_dir.mkdir(parents=True, exist_ok=True)
             for stale in spool_dir.glob("upload-*.safetensors"):  # left by a coordinator killed mid-upload
@@ -66,18 +71,34 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
             raise auth.PermissionDenied(f"{caller} may not upload modules: only sites do")
         auth.check_site(header.site_id, "upload modules")
         role = role_name(header.role)
-        used = sum(r.size_bytes for r in list_module_records(self.store, header.site_id)) \
+        stored = sum(r.size_bytes for r in list_module_records(self.store, header.site_id)) \
             if validation.NAME.match(header.site_id) else 0
-        validation.check_header(header, role, self.limits, used)
-        spec = validation.parse_spec(role, header.spec_json)
-        with tempfile.NamedTemporaryFile(dir=self.spool_dir, prefix="upload-", suffix=".safetensors") as tmp:
-            spooled = validation.spool(_chunks(requests), tmp, Path(tmp.name), header.size_bytes)
-            validation.check_integrity(spooled, header.sha256, header.size_bytes)
-            samples = validation.check_weights_file(spooled.path, role, spec, self.limits)
-            self.store.put_verified_file(spooled.path, spooled.sha256, spooled.size)  # valid: now, and only now
-        record = _record(header, role, spooled, samples)
-        save_module_record(self.store, record)  # last: the module becomes visible
+        with self._reservation(header, role, stored):
+            spec = validation.parse_spec(role, header.spec_json)
+            with tempfile.NamedTemporaryFile(dir=self.spool_dir, prefix="upload-", suffix=".safetensors") as tmp:
+                spooled = validation.spool(_chunks(requests), tmp, Path(tmp.name), header.size_bytes)
+                validation.check_integrity(spooled, header.sha256, header.size_bytes)
+                samples = validation.check_weights_file(spooled.path, role, spec, self.limits)
+                self.store.put_verified_file(spooled.path, spooled.sha256, spooled.size)  # valid: now, only now
+            record = _record(header, role, spooled, samples)
+            save_module_record(self.store, record)  # last: the module becomes visible
         return record
+
+    @contextmanager
+    def _reservation(self, header: registry_pb2.UploadHeader, role: str, stored: int) -> Iterator[None]:
+        """Check the header against the limits counting the site's stored and in-flight bytes, and hold
+        its declared size as in flight until the upload is stored or fails (one coordinator process)."""
+        site, size = header.site_id, header.size_bytes
+        with self._quota_lock:
+            validation.check_header(header, role, self.limits, stored + self._in_flight.get(site, 0))
+            self._in_flight[site] = self._in_flight.get(site, 0) + size
+        try:
+            yield
+        finally:
+            with self._quota_lock:
+                left = self._in_flight.pop(site) - size
+                if left:
+                    self._in_flight[site] = left
 
     def Download(self, request, context):
         try:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
 import pytest
 import torch
@@ -10,6 +14,7 @@ from safetensors.torch import save as st_save
 from coordinator.registry_client import download, make_header, upload, upload_requests
 from coordinator.registry_service import RegistryService
 from coordinator.store import LocalStore
+from coordinator.store.manifests import list_module_records
 from coordinator.validation import UploadLimits
 from protos.nt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from tests.coordinator.coord_helpers import nan_weights, serve_registry, tiny_category, wrong_shape_weights
@@ -137,5 +142,42 @@ def test_quota_and_size_limit(tmp_path) -> None:
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit" in err.value.details()
         assert snapshot(store) == before
     finally:
+        channel.close()
+        server.stop(0)
+
+
+def test_concurrent_uploads_cannot_both_fit_one_quota(tmp_path) -> None:
+    """An upload in flight holds its declared size: a second one that would overrun the quota is refused."""
+    spec_json, data = tiny_category()
+    store = LocalStore(tmp_path / "store")
+    service = RegistryService(store, UploadLimits(max_upload_bytes=1 << 20, site_quota_bytes=len(data) * 3 // 2))
+    server, channel = serve_registry(service)
+    stub = registry_pb2_grpc.ModuleRegistryStub(channel)
+    release = threading.Event()
+
+    def slow_requests():
+        requests = upload_requests(make_header("site-a", "3", common_pb2.CATEGORY, data, spec_json,
+                                               feature_norm_mean=1), data, len(data) // 2 + 1)
+        yield next(requests)  # the header: the server reserves its size now
+        release.wait(30)
+        yield from requests
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(stub.Upload, slow_requests())
+            deadline = time.monotonic() + 30
+            while not service._in_flight and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert service._in_flight == {"site-a": len(data)}
+            with pytest.raises(grpc.RpcError) as err:
+                upload(stub, make_header("site-a", "4", common_pb2.CATEGORY, data, spec_json,
+                                         feature_norm_mean=1), data)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "quota" in err.value.details()
+            release.set()
+            assert first.result(30).module_id.startswith("site-a-category-3-")
+        assert service._in_flight == {}
+        assert [r.category for r in list_module_records(store, "site-a")] == ["3"]
+    finally:
+        release.set()
         channel.close()
         server.stop(0)
