@@ -48,7 +48,7 @@ CHOICES = [
     "1x1 stitching h(f(I)) ~ f_S(I) on the sample images, f_S = the generic net's {generic} category module; in "
     "Exp.1 f_S = f itself, which makes it an oracle-like baseline there). 0-sample rows exist for back-distill "
     "only (every other method needs samples); Table 3/4 in the paper have no 0-sample rows.",
-    "Table 4: targets {table4_targets} (the paper has four; two fit the time budget); per target, a 'leave-one-out' net with one category module per member category (all similar + "
+    "Table 4: targets {table4_targets}; per target, a 'leave-one-out' net with one category module per member category (all similar + "
     "dissimilar categories except the target, {loo_train_per_category} images each, negatives = other members) "
     "and shared classification + segmentation modules, trained jointly ({loo_epochs} epochs, batches drawn "
     "round-robin over categories, the same recipe and loss as the shapes teachers): the paper's multi-category transplant net. Classification: 3-conv enlarged; "
@@ -163,7 +163,7 @@ def merge(inputs: list[Path], out: Path, command: str = "", wall_seconds: float 
 
 
 # rough CPU minutes of each experiment at the full settings, to balance parallel workers
-COST = {"exp1": 22.0, "exp2": 30.0, "exp3": 22.0, "table4": 24.0}  # exp2 trains the shapes teachers
+COST = {"exp1": 35.0, "exp2": 60.0, "exp3": 25.0, "table4": 52.0}  # exp2 trains the shapes teachers
 
 
 def split_work(experiments: tuple[str, ...], workers: int) -> list[tuple[str, ...]]:
