@@ -75,10 +75,12 @@ def cached(cache: Path, name: str, key: dict, build: Callable[[], Teacher]) -> T
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (directory / "meta.json").exists():
             return _load(directory)
+        for stale in directory.parent.glob(f"{directory.name}.tmp*"):  # left by a killed run (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         teacher = build()
         tmp = directory.with_name(f"{directory.name}.tmp{os.getpid()}")
         _save(teacher, tmp)
-        shutil.rmtree(directory, ignore_errors=True)  # a half-written folder from a killed run
+        shutil.rmtree(directory, ignore_errors=True)  # a folder without meta.json: half-written by a killed run
         tmp.rename(directory)
         return teacher
 
