@@ -93,6 +93,15 @@ def joint_loss(features: torch.Tensor, tasks: Mapping[str, nn.Module], labels: t
     return loss
 
 
+def copy_matching(net: nn.Module, source: Mapping[str, torch.Tensor]) -> list[str]:
+    """Copy every parameter of `source` whose name and shape match one of `net`'s; the names copied.
+    This is how VOC nets start from ImageNet's VGG-16: all but the layers whose shape differs."""
+    own = net.state_dict()
+    copied = [name for name, value in source.items() if name in own and own[name].shape == value.shape]
+    net.load_state_dict({**own, **{name: source[name] for name in copied}})
+    return copied
+
+
 def lr_schedule(optimiser: torch.optim.Optimizer, config: TeacherTraining,
                 total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     if config.cosine:
@@ -102,10 +111,14 @@ def lr_schedule(optimiser: torch.optim.Optimizer, config: TeacherTraining,
 
 def train_teacher(specs: TeacherSpecs, images: torch.Tensor, labels: torch.Tensor,
                   masks: torch.Tensor | None = None, config: TeacherTraining = TeacherTraining(),
-                  progress: Progress | None = None) -> TeacherNet:
-    """Train all task modules of a teacher jointly on its category module (Adam, cross-entropy)."""
+                  progress: Progress | None = None, init: Mapping[str, torch.Tensor] | None = None) -> TeacherNet:
+    """Train all task modules of a teacher jointly on its category module (Adam, cross-entropy).
+
+    `init`: start from these weights where names and shapes agree (a shared pre-trained start), else He init."""
     torch.manual_seed(config.seed)
     net = TeacherNet(specs).train()
+    if init is not None:
+        copy_matching(net, init)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = max(1, -(-len(images) // config.batch_size))

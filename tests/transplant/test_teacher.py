@@ -1,6 +1,8 @@
 """The teacher's training loss and learning-rate schedule (shared by site agents and the benchmark's nets)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -49,3 +51,21 @@ def test_lr_schedule(cosine):
         assert lrs == sorted(lrs, reverse=True) and lrs[0] < 2e-3 and lrs[-1] == pytest.approx(0.0, abs=1e-12)
     else:
         assert lrs == [2e-3] * 10
+
+
+def test_train_teacher_starts_from_a_base_where_shapes_match():
+    """A shared pre-trained start: every layer whose name and shape agree is copied, the others keep He init."""
+    from transplant.architectures import teacher_specs, vgg_small
+    from transplant.teacher import TeacherNet, copy_matching, train_teacher
+
+    cfg = vgg_small(width=4, depth=3, image_size=8, in_channels=1, fc=8)
+    torch.manual_seed(1)
+    base = TeacherNet(teacher_specs(dataclasses.replace(cfg, num_outputs=3), (CLASSIFICATION,))).state_dict()
+    net = train_teacher(teacher_specs(cfg, (CLASSIFICATION,)), torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]),
+                        config=TeacherTraining(epochs=0), init=base)
+    state = net.state_dict()
+    last = "tasks.classification.layers.fc8"
+    assert state[f"{last}.weight"].shape[0] == 1 and base[f"{last}.weight"].shape[0] == 3  # not copied
+    assert all(torch.equal(state[k], v) for k, v in base.items() if not k.startswith(last))
+    copied = copy_matching(TeacherNet(teacher_specs(cfg, (CLASSIFICATION,))), base)
+    assert copied and not any(k.startswith(last) for k in copied)

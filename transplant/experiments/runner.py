@@ -5,6 +5,7 @@ A row per run: {"experiment", "category", "adapter_layers", "samples", "method",
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,10 +17,11 @@ import torch
 from tqdm import tqdm
 
 from transplant.architectures import CLASSIFICATION, SEGMENTATION
-from transplant.data import DISSIMILAR, SIMILAR, load_digits_category, load_shapes_category
+from transplant.data import (CATEGORIES, DISSIMILAR, SIMILAR, load_digits_category, load_shapes_category,
+                             load_shapes_multicategory)
 from transplant.data.common import Split
 from transplant.experiments.settings import Settings
-from transplant.experiments.teachers import Teacher, shared_task_net, single_category_teacher
+from transplant.experiments.teachers import Teacher, pretrained_base, shared_task_net, single_category_teacher
 from transplant.job import JobConfig, beta_from_stats, make_problem, run_job
 from transplant.methods import DistillSettings, Samples
 from transplant.spec.build import SpecModule
@@ -105,15 +107,28 @@ def shapes_training(s: Settings, epochs: int) -> TeacherTraining:
                            seed=s.teacher_seed, seg_weight=s.shapes_teacher_seg_weight, cosine=True)
 
 
+def shapes_base(ctx: Context) -> Teacher | None:
+    """The shared pre-trained start of every shapes net, or None (every net from scratch)."""
+    s = ctx.settings
+    if s.pretrain_per_category is None:
+        return None
+    data = load_shapes_multicategory(CATEGORIES, s.pretrain_per_category, seed=s.teacher_seed, size=s.shapes_size)
+    return pretrained_base(ctx.cache, s.shapes_config(), data, len(CATEGORIES), shapes_training(s, s.pretrain_epochs),
+                           {"source": "shapes-multi", "n": s.pretrain_per_category, "seed": s.teacher_seed,
+                            "size": s.shapes_size}, _bar_progress("pre-trained base (all categories)"))
+
+
 def shapes_teacher(ctx: Context, category: str) -> tuple[Teacher, object]:
     s = ctx.settings
     data = shapes_data(s, category)
-    training = shapes_training(s, s.shapes_teacher_epochs)
+    base = shapes_base(ctx)
+    training = shapes_training(s, s.shapes_teacher_epochs) if base is None else dataclasses.replace(
+        shapes_training(s, s.finetune_epochs), lr=s.finetune_lr)
     teacher = single_category_teacher(
         ctx.cache, f"shapes-{category}", s.shapes_config(), (CLASSIFICATION, SEGMENTATION), data.train, data.test,
         training, {"source": "shapes", "category": category, "seed": s.teacher_seed, "n_train": s.shapes_train,
                    "n_test": s.shapes_test, "size": s.shapes_size},
-        _bar_progress(f"teacher {category}"))
+        _bar_progress(f"teacher {category}"), base)
     return teacher, data
 
 
@@ -216,11 +231,13 @@ def leave_one_out(ctx: Context, target: str) -> Teacher | None:
         d = load_shapes_category(c, n_train=s.loo_train_per_category, n_test=s.shapes_test, seed=s.teacher_seed,
                                  size=s.shapes_size, negatives=members)
         trains[c], tests[c] = d.train, d.test
-    training = shapes_training(s, s.loo_epochs)
+    base = shapes_base(ctx)
+    training = shapes_training(s, s.loo_epochs) if base is None else dataclasses.replace(
+        shapes_training(s, s.loo_epochs), lr=s.finetune_lr)
     net = shared_task_net(ctx.cache, f"loo-{target}", s.shapes_config(), trains, tests, training,
                           {"source": "shapes", "members": members, "n_train": s.loo_train_per_category,
                            "n_test": s.shapes_test, "seed": s.teacher_seed, "size": s.shapes_size},
-                          _bar_progress(f"leave-one-out net without {target}"))
+                          _bar_progress(f"leave-one-out net without {target}"), base)
     return net if gate(ctx, f"loo-{target}", net) else None
 
 

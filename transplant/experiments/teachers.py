@@ -18,13 +18,14 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from transplant.architectures import CLASSIFICATION, SEGMENTATION, VGGConfig, teacher_specs
 from transplant.data.common import Split, feature_norm_images
 from transplant.metrics import background_pixel_accuracy, evaluate
 from transplant.spec.build import SpecModule, build_module, load_module, save_module
-from transplant.teacher import (TeacherTraining, evaluate_teacher, feature_norm_mean, init_weights, joint_loss,
-                               lr_schedule, train_teacher)
+from transplant.teacher import (TeacherNet, TeacherTraining, copy_matching, evaluate_teacher, feature_norm_mean, init_weights,
+                               joint_loss, lr_schedule, train_teacher)
 
 CACHE_VERSION = 3  # bump when teacher training code changes: cached teachers must come from the current code
 FEATURE_NORM_IMAGES = 256
@@ -91,14 +92,18 @@ def _norm(module: SpecModule, split: Split) -> float:
 
 def single_category_teacher(cache: Path, name: str, cfg: VGGConfig, tasks: tuple[str, ...], train: Split,
                             test: Split, training: TeacherTraining, data_key: dict,
-                            progress: Progress | None = None) -> Teacher:
-    """A site's teacher: `transplant.teacher.train_teacher`, exactly what a site agent runs."""
+                            progress: Progress | None = None, base: Teacher | None = None) -> Teacher:
+    """A site's teacher: `transplant.teacher.train_teacher`, exactly what a site agent runs
+    (fine-tuned from `base`'s weights where they fit, if given)."""
     key = {"kind": "single", "cfg": dataclasses.asdict(cfg), "tasks": tasks,
            "training": dataclasses.asdict(training), "data": data_key}
+    if base is not None:
+        key["base"] = base.name
 
     def build() -> Teacher:
         net = train_teacher(teacher_specs(cfg, tasks), train.images, train.labels,
-                            train.masks if SEGMENTATION in tasks else None, training, progress)
+                            train.masks if SEGMENTATION in tasks else None, training, progress,
+                            init=None if base is None else teacher_state(base))
         metrics = evaluate_teacher(net, test.images, test.labels, test.masks if SEGMENTATION in tasks else None)
         if SEGMENTATION in tasks:
             metrics[SEGMENTATION]["background_pixel_accuracy"] = background_pixel_accuracy(test.masks[test.labels == 1])
@@ -109,7 +114,8 @@ def single_category_teacher(cache: Path, name: str, cfg: VGGConfig, tasks: tuple
 
 
 def shared_task_net(cache: Path, name: str, cfg: VGGConfig, trains: dict[str, Split], tests: dict[str, Split],
-                    training: TeacherTraining, data_key: dict, progress: Progress | None = None) -> Teacher:
+                    training: TeacherTraining, data_key: dict, progress: Progress | None = None,
+                    base: Teacher | None = None) -> Teacher:
     """Table 4's "leave-one-out" generic net: one category module per category, shared task modules.
 
     This is the paper's transplant net (Fig. 4): the classification module answers "is this image of
@@ -118,6 +124,8 @@ def shared_task_net(cache: Path, name: str, cfg: VGGConfig, trains: dict[str, Sp
     """
     key = {"kind": "shared", "cfg": dataclasses.asdict(cfg), "training": dataclasses.asdict(training),
            "data": data_key, "categories": sorted(trains)}
+    if base is not None:
+        key["base"] = base.name
 
     def build() -> Teacher:
         torch.manual_seed(training.seed)
@@ -126,6 +134,10 @@ def shared_task_net(cache: Path, name: str, cfg: VGGConfig, trains: dict[str, Sp
         tasks = nn.ModuleDict({t: build_module(s) for t, s in specs.tasks.items()})
         cats.apply(init_weights)
         tasks.apply(init_weights)
+        if base is not None:  # every category module starts from the base's, the task modules from its tasks
+            for module in cats.values():
+                copy_matching(module, base.category.state_dict())
+            copy_matching(tasks, {k.removeprefix("tasks."): v for k, v in teacher_state(base).items()})
         params = list(cats.parameters()) + list(tasks.parameters())
         optimiser = torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay)
         generator = torch.Generator().manual_seed(training.seed)
@@ -166,3 +178,51 @@ def shared_task_net(cache: Path, name: str, cfg: VGGConfig, trains: dict[str, Sp
                        {c: _norm(cats[c], trains[c]) for c in trains})
 
     return cached(cache, name, key, build)
+
+
+def teacher_state(teacher: Teacher) -> dict[str, torch.Tensor]:
+    """A teacher's weights named as in `TeacherNet` (category.*, tasks.<task>.*), for `copy_matching`."""
+    state = {f"category.{k}": v for k, v in teacher.category.state_dict().items()}
+    for task, module in teacher.tasks.items():
+        state.update({f"tasks.{task}.{k}": v for k, v in module.state_dict().items()})
+    return state
+
+
+def pretrained_base(cache: Path, cfg: VGGConfig, data: Split, n_classes: int, training: TeacherTraining,
+                    data_key: dict, progress: Progress | None = None) -> Teacher:
+    """A net pre-trained on many categories, which every teacher then starts from: the role ImageNet's
+    VGG-16 plays for the paper's VOC nets (so that different sites' category modules start alike).
+
+    Classification is `n_classes`-way (labels = category index); segmentation is object vs background on
+    every image. Trained with Adam, the teachers' segmentation weight and schedule."""
+    base_cfg = dataclasses.replace(cfg, num_outputs=n_classes)
+    key = {"kind": "base", "cfg": dataclasses.asdict(base_cfg), "training": dataclasses.asdict(training),
+           "data": data_key}
+    name = f"base-{config_hash(key)}"
+
+    def build() -> Teacher:
+        torch.manual_seed(training.seed)
+        net = TeacherNet(teacher_specs(base_cfg)).train()
+        optimiser = torch.optim.Adam(net.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+        generator = torch.Generator().manual_seed(training.seed)
+        steps = -(-len(data) // training.batch_size)
+        total, step = training.epochs * steps, 0
+        lr_decay = lr_schedule(optimiser, training, total)
+        for _ in range(training.epochs):
+            order = torch.randperm(len(data), generator=generator)
+            for start in range(0, len(data), training.batch_size):
+                idx = order[start:start + training.batch_size]
+                features = net.category(data.images[idx])
+                loss = F.cross_entropy(net.tasks[CLASSIFICATION](features), data.labels[idx]) \
+                    + training.seg_weight * F.cross_entropy(net.tasks[SEGMENTATION](features), data.masks[idx])
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                lr_decay.step()
+                step += 1
+                if progress:
+                    progress(step, total, float(loss.detach()))
+        net.eval()
+        return Teacher(name, {"base": net.category}, {t: net.task_module(t) for t in net.tasks})
+
+    return cached(cache, "base", key, build)
