@@ -33,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     b.add_argument("--cache", type=Path, default=Path("benchmarks/cache"), help="teacher cache folder")
     b.add_argument("--iou-gate", type=float, default=None, help="minimum teacher object IoU in %% (default 60)")
+    b.add_argument("--targets", type=_names, default=None, metavar="A,B",
+                   help="shapes categories transplanted in Exp.2/3 and Table 4 (default cat,cow,horse,sheep)")
+    b.add_argument("--samples", type=_counts, default=None, metavar="N,M",
+                   help="labelled sample counts of Exp.2/3 (default 10,20,50,100; back-distill also runs with 0)")
+    b.add_argument("--pretrain", type=int, default=None, metavar="N",
+                   help="start every shapes net from a base pre-trained on N images of each shapes category "
+                        "(the role ImageNet plays for the paper's nets; default: every net from scratch)")
     b.add_argument("--workers", type=int, default=1,
                    help="run the experiments as this many parallel processes (one per core), then merge "
                         "(default 1; `make bench` uses 2)")
@@ -75,16 +82,44 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, below_gate=None if args.below_gate < 0 else args.below_gate)
     if args.iou_gate is not None:
         settings = dataclasses.replace(settings, iou_gate=args.iou_gate)
+    if args.targets is not None:
+        settings = dataclasses.replace(settings, targets=args.targets, table4_targets=args.targets)
+    if args.samples is not None:
+        settings = dataclasses.replace(settings, samples=args.samples)
+    if args.pretrain is not None:
+        settings = dataclasses.replace(settings, pretrain_per_category=args.pretrain)
     meta = bench(experiments, args.out, settings, args.cache, command, resume=args.resume)
     print(f"wrote {args.out / 'paper.json'}, {args.out / 'paper.md'} in {meta['total_seconds']:.0f} s")
     return 0
+
+
+def _names(text: str) -> tuple[str, ...]:
+    from transplant.data import SIMILAR
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in SIMILAR]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"targets must be among {', '.join(SIMILAR)}; got {text!r}")
+    return names
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"samples must be positive integers like 10,50; got {text!r}")
+    return counts
 
 
 def _child_args(args: argparse.Namespace) -> list[str]:
     """The options a parallel worker inherits (everything but the experiments, --out and --workers)."""
     child = ["--cache", str(args.cache)]
     for flag, value in (("--seeds", args.seeds), ("--steps", args.steps), ("--iou-gate", args.iou_gate),
-                        ("--below-gate", args.below_gate)):
+                        ("--below-gate", args.below_gate), ("--pretrain", args.pretrain),
+                        ("--targets", args.targets and ",".join(args.targets)),
+                        ("--samples", args.samples and ",".join(map(str, args.samples)))):
         if value is not None:
             child += [flag, str(value)]
     return child + ["--quick"] * args.quick + ["--resume"] * args.resume

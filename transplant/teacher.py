@@ -136,7 +136,7 @@ def train_teacher(specs: TeacherSpecs, images: torch.Tensor, labels: torch.Tenso
             schedule.step()
             step += 1
             if progress:
-                progress(step, total, float(loss))
+                progress(step, total, float(loss.detach()))
     return net.eval()
 
 

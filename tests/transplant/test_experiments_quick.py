@@ -87,3 +87,17 @@ def test_teacher_cache_builds_once_under_concurrency(tmp_path):
     assert len(calls) == 1
     assert all(t.metrics == {"x": 1.0} and t.feature_norm == {"t": 2.0} for t in got)
     assert [p.name for p in (tmp_path / "teachers").iterdir() if ".tmp" in p.name] == []
+
+
+def test_quick_bench_from_a_pretrained_base(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert main(["bench", "exp3", "--quick", "--pretrain", "6", "--iou-gate", "0", "--targets", "cow",
+                 "--samples", "10", "--out", str(out), "--cache", str(cache)]) == 0
+    rows = json.loads((out / "paper.json").read_text())
+    _check_rows(rows)
+    assert {(r["experiment"], r["category"]) for r in rows} == {("exp3", "cow")}
+    assert {r["samples"] for r in rows} == {0, 10}
+    assert len(list((cache / "teachers").glob("base-*[!k]"))) == 1  # one base (and its .lock)
+    meta = json.loads((out / "paper_meta.json").read_text())
+    assert any(c.startswith("**Shared pre-trained start.**") for c in meta["choices"])
+    assert "Shared pre-trained start" in (out / "paper.md").read_text()

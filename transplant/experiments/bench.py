@@ -59,14 +59,28 @@ CHOICES = [
 ]
 
 
+PRETRAINED = (
+    "**Shared pre-trained start.** Every shapes net (teachers, generic and leave-one-out nets) starts from one "
+    "base trained on {pretrain_per_category} images of each of the 9 shapes categories ({pretrain_epochs} epochs, "
+    "9-way classification + object/background segmentation), as the paper's VOC nets start from ImageNet's "
+    "VGG-16; teachers are then fine-tuned at lr {finetune_lr} for {finetune_epochs} epochs (leave-one-out nets "
+    "for {loo_epochs}), all layers but the classifier's last one copied from the base.")
+
+
+def choices(fields: dict) -> list[str]:
+    lines = [c.format(**fields) for c in CHOICES]
+    if fields.get("pretrain_per_category"):
+        lines.append(PRETRAINED.format(**fields))
+    return lines
+
+
 def bench(experiments: tuple[str, ...], out: Path, settings: Settings = FULL, cache: Path | None = None,
           command: str = "", resume: bool = False) -> dict:
     configure_threads()
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or Path("benchmarks/cache")
     fields = dataclasses.asdict(settings)
-    meta = {"settings": fields, "command": command,
-            "choices": [c.format(**fields) for c in CHOICES]}
+    meta = {"settings": fields, "command": command, "choices": choices(fields)}
     ctx = Context(settings, cache, meta, partial=out / "paper.partial.jsonl")
     if resume and ctx.partial.exists():  # keep the rows of an interrupted run, run only what is missing
         ctx.rows = [json.loads(line) for line in ctx.partial.read_text().splitlines() if line.strip()]
@@ -154,7 +168,7 @@ def merge(inputs: list[Path], out: Path, command: str = "", wall_seconds: float 
         meta["process_seconds"], meta["total_seconds"] = meta["total_seconds"], wall_seconds
     meta["command"] = command or meta.get("command", "")
     meta["merged_from"] = [str(p) for p in inputs]
-    meta["choices"] = [c.format(**{**dataclasses.asdict(FULL), **meta["settings"]}) for c in CHOICES]
+    meta["choices"] = choices({**dataclasses.asdict(FULL), **meta["settings"]})
     meta["sanity"] = sanity_lines(meta["runs"])
     save_json(out, rows, meta)
     plot_curves(out, rows, meta.get("background_pixel_accuracy"))
