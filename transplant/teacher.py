@@ -5,7 +5,7 @@ This is the code a site agent runs; the experiments use it too, so teachers are 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Callable
 
 import torch
@@ -109,6 +109,20 @@ def lr_schedule(optimiser: torch.optim.Optimizer, config: TeacherTraining,
     return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
 
 
+def optimise(parameters: Iterable[nn.Parameter], losses: Iterator[torch.Tensor], total_steps: int,
+             config: TeacherTraining, progress: Progress | None = None) -> None:
+    """One Adam step (lr, weight decay and schedule from `config`) per batch loss that `losses` yields."""
+    optimiser = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    lr_decay = lr_schedule(optimiser, config, total_steps)
+    for step, loss in enumerate(losses, start=1):
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        lr_decay.step()
+        if progress:
+            progress(step, total_steps, float(loss.detach()))
+
+
 def train_teacher(specs: TeacherSpecs, images: torch.Tensor, labels: torch.Tensor,
                   masks: torch.Tensor | None = None, config: TeacherTraining = TeacherTraining(),
                   progress: Progress | None = None, init: Mapping[str, torch.Tensor] | None = None) -> TeacherNet:
@@ -119,24 +133,18 @@ def train_teacher(specs: TeacherSpecs, images: torch.Tensor, labels: torch.Tenso
     net = TeacherNet(specs).train()
     if init is not None:
         copy_matching(net, init)
-    optimiser = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = max(1, -(-len(images) // config.batch_size))
-    total, step = config.epochs * steps_per_epoch, 0
-    schedule = lr_schedule(optimiser, config, total)
-    for _ in range(config.epochs):
-        order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(images), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            loss = joint_loss(net.category(images[idx]), net.tasks, labels[idx],
-                              None if masks is None else masks[idx], config.seg_weight)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            step += 1
-            if progress:
-                progress(step, total, float(loss.detach()))
+
+    def losses() -> Iterator[torch.Tensor]:
+        for _ in range(config.epochs):
+            order = torch.randperm(len(images), generator=generator)
+            for start in range(0, len(images), config.batch_size):
+                idx = order[start:start + config.batch_size]
+                yield joint_loss(net.category(images[idx]), net.tasks, labels[idx],
+                                 None if masks is None else masks[idx], config.seg_weight)
+
+    optimise(net.parameters(), losses(), config.epochs * steps_per_epoch, config, progress)
     return net.eval()
 
 

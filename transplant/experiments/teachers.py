@@ -14,6 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Callable
 
 import torch
@@ -24,8 +25,8 @@ from transplant.architectures import CLASSIFICATION, SEGMENTATION, VGGConfig, te
 from transplant.data.common import Split, feature_norm_images
 from transplant.metrics import background_pixel_accuracy, evaluate
 from transplant.spec.build import SpecModule, build_module, load_module, save_module
-from transplant.teacher import (TeacherNet, TeacherTraining, copy_matching, evaluate_teacher, feature_norm_mean, init_weights,
-                               joint_loss, lr_schedule, train_teacher)
+from transplant.teacher import (TeacherNet, TeacherTraining, copy_matching, evaluate_teacher, feature_norm_mean,
+                               init_weights, joint_loss, optimise, train_teacher)
 
 CACHE_VERSION = 3  # bump when teacher training code changes: cached teachers must come from the current code
 FEATURE_NORM_IMAGES = 256
@@ -138,30 +139,24 @@ def shared_task_net(cache: Path, name: str, cfg: VGGConfig, trains: dict[str, Sp
             for module in cats.values():
                 copy_matching(module, base.category.state_dict())
             copy_matching(tasks, {k.removeprefix("tasks."): v for k, v in teacher_state(base).items()})
-        params = list(cats.parameters()) + list(tasks.parameters())
-        optimiser = torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay)
         generator = torch.Generator().manual_seed(training.seed)
         cats.train(), tasks.train()
         batches_per_epoch = {c: -(-len(s) // training.batch_size) for c, s in trains.items()}
-        total, step = training.epochs * sum(batches_per_epoch.values()), 0
-        lr_decay = lr_schedule(optimiser, training, total)
-        for _ in range(training.epochs):
-            orders = {c: torch.randperm(len(s), generator=generator) for c, s in trains.items()}
-            schedule = [c for c, k in batches_per_epoch.items() for _ in range(k)]
-            schedule = [schedule[i] for i in torch.randperm(len(schedule), generator=generator).tolist()]
-            cursor = dict.fromkeys(trains, 0)
-            for c in schedule:
-                idx = orders[c][cursor[c]:cursor[c] + training.batch_size]
-                cursor[c] += training.batch_size
-                s = trains[c]
-                loss = joint_loss(cats[c](s.images[idx]), tasks, s.labels[idx], s.masks[idx], training.seg_weight)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                lr_decay.step()
-                step += 1
-                if progress:
-                    progress(step, total, float(loss.detach()))
+
+        def losses() -> Iterator[torch.Tensor]:  # batches of one category at a time, categories shuffled
+            for _ in range(training.epochs):
+                orders = {c: torch.randperm(len(s), generator=generator) for c, s in trains.items()}
+                schedule = [c for c, k in batches_per_epoch.items() for _ in range(k)]
+                schedule = [schedule[i] for i in torch.randperm(len(schedule), generator=generator).tolist()]
+                cursor = dict.fromkeys(trains, 0)
+                for c in schedule:
+                    idx = orders[c][cursor[c]:cursor[c] + training.batch_size]
+                    cursor[c] += training.batch_size
+                    s = trains[c]
+                    yield joint_loss(cats[c](s.images[idx]), tasks, s.labels[idx], s.masks[idx], training.seg_weight)
+
+        params = list(cats.parameters()) + list(tasks.parameters())
+        optimise(params, losses(), training.epochs * sum(batches_per_epoch.values()), training, progress)
         cats.eval(), tasks.eval()
         metrics: dict = {"per_category": {}}
         for c, t in tests.items():
@@ -203,25 +198,19 @@ def pretrained_base(cache: Path, cfg: VGGConfig, data: Split, n_classes: int, tr
     def build() -> Teacher:
         torch.manual_seed(training.seed)
         net = TeacherNet(teacher_specs(base_cfg)).train()
-        optimiser = torch.optim.Adam(net.parameters(), lr=training.lr, weight_decay=training.weight_decay)
         generator = torch.Generator().manual_seed(training.seed)
         steps = -(-len(data) // training.batch_size)
-        total, step = training.epochs * steps, 0
-        lr_decay = lr_schedule(optimiser, training, total)
-        for _ in range(training.epochs):
-            order = torch.randperm(len(data), generator=generator)
-            for start in range(0, len(data), training.batch_size):
-                idx = order[start:start + training.batch_size]
-                features = net.category(data.images[idx])
-                loss = F.cross_entropy(net.tasks[CLASSIFICATION](features), data.labels[idx]) \
-                    + training.seg_weight * F.cross_entropy(net.tasks[SEGMENTATION](features), data.masks[idx])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                lr_decay.step()
-                step += 1
-                if progress:
-                    progress(step, total, float(loss.detach()))
+
+        def losses() -> Iterator[torch.Tensor]:
+            for _ in range(training.epochs):
+                order = torch.randperm(len(data), generator=generator)
+                for start in range(0, len(data), training.batch_size):
+                    idx = order[start:start + training.batch_size]
+                    features = net.category(data.images[idx])
+                    yield F.cross_entropy(net.tasks[CLASSIFICATION](features), data.labels[idx]) \
+                        + training.seg_weight * F.cross_entropy(net.tasks[SEGMENTATION](features), data.masks[idx])
+
+        optimise(net.parameters(), losses(), training.epochs * steps, training, progress)
         net.eval()
         return Teacher(name, {"base": net.category}, {t: net.task_module(t) for t in net.tasks})
 
