@@ -136,7 +136,9 @@ def write_report(out: Path, rows: list[dict], meta: dict) -> Path:
         *[f"- {line}" for line in meta.get("choices", [])], "",
         "## Teachers and the IoU gate", "",
         f"A shapes teacher (or generic net) is used only if its object IoU on its own category's test set "
-        f"is at least {s.get('iou_gate')}%; otherwise the category is excluded (listed below). "
+        f"is at least {s.get('iou_gate')}%; otherwise the category is excluded (listed below). A generic "
+        f"classification module is transplanted into only if its error rate is at most {s.get('cls_gate', 100)}% "
+        "(a classifier near chance gives an adapter nothing to aim at). "
         "The all-background pixel accuracy is what predicting background everywhere scores on the same "
         "test images (the object images of the test set).", "",
         "| teacher | cls error % | pixel acc. % | object IoU % | all-background pixel acc. % | used |",

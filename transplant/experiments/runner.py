@@ -194,6 +194,13 @@ def _shapes_cases(ctx: Context, experiment: str, task: str, generic_of: Callable
             ctx.meta.setdefault("excluded", []).append({"experiment": experiment, "category": c,
                                                         "why": "generic net below the IoU gate"})
             continue
+        generic_error = generic.metrics.get(CLASSIFICATION, {}).get("error_rate", 0.0)
+        if task == CLASSIFICATION and generic_error > s.cls_gate:
+            ctx.meta.setdefault("excluded", []).append({
+                "experiment": experiment, "category": c,
+                "why": f"generic classifier {generic_error:.1f}% error > {s.cls_gate}% (near chance: nothing to "
+                       "transplant into)"})
+            continue
         generic_norm = float(np.mean(list(generic.feature_norm.values())))
         beta = beta_from_stats(generic_norm, next(iter(teacher.feature_norm.values())))
         f_s = generic.categories.get(s.generic, generic.category)
@@ -232,8 +239,8 @@ def leave_one_out(ctx: Context, target: str) -> Teacher | None:
                                  size=s.shapes_size, negatives=members)
         trains[c], tests[c] = d.train, d.test
     base = shapes_base(ctx)
-    training = shapes_training(s, s.loo_epochs) if base is None else dataclasses.replace(
-        shapes_training(s, s.loo_epochs), lr=s.finetune_lr)
+    training = dataclasses.replace(shapes_training(s, s.loo_epochs),
+                                   lr=s.loo_lr if base is None else s.finetune_lr)
     net = shared_task_net(ctx.cache, f"loo-{target}", s.shapes_config(), trains, tests, training,
                           {"source": "shapes", "members": members, "n_train": s.loo_train_per_category,
                            "n_test": s.shapes_test, "seed": s.teacher_seed, "size": s.shapes_size},
