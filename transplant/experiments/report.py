@@ -131,7 +131,8 @@ def write_report(out: Path, rows: list[dict], meta: dict) -> Path:
         "per seed, then takes mean ± std over seeds. Paper numbers in parentheses / the last column.", "",
         f"Wall time: {meta.get('total_seconds', 0):.0f} s in all "
         + ", ".join(f"{k} {v:.0f} s" for k, v in meta.get("seconds", {}).items())
-        + f" (threads per process: 1; teachers {'from the cache' if meta.get('teachers_cached') else 'trained in this run'}).", "",
+        + f" (threads per process: 1; teachers {'from the cache' if meta.get('teachers_cached') else 'trained in this run'})."
+        + (f" {meta['timing_note']}" if meta.get("timing_note") else ""), "",
         "## Setup (choices the paper leaves open)", "",
         *[f"- {line}" for line in meta.get("choices", [])], "",
         "## Teachers and the IoU gate", "",
@@ -148,8 +149,9 @@ def write_report(out: Path, rows: list[dict], meta: dict) -> Path:
         md.append(f"| {name} | {f(t.get('classification_error_rate'))} | {f(t.get('pixel_accuracy'))} | "
                   f"{f(t.get('iou'))} | {f(t.get('background_pixel_accuracy'))} | {'yes' if t['passed'] else 'NO'} |")
     md.append("")
-    for e in meta.get("excluded", []):
-        md.append(f"- excluded: {e['experiment']} / {e['category']}: {e['why']}")
+    for line in dict.fromkeys(f"- excluded: {e['experiment']} / {e['category']}: {e['why']}"
+                              for e in meta.get("excluded", [])):  # Table 4 lists a net once per task
+        md.append(line)
     if meta.get("excluded"):
         md.append("")
     below = meta.get("below_gate")
