@@ -9,7 +9,7 @@ import pytest
 
 from transplant.architectures import CLASSIFICATION, teacher_specs, vgg_small
 from transplant.cli import main
-from transplant.experiments.bench import split_work
+from transplant.experiments.bench import bench_parallel, split_work
 from transplant.experiments.settings import EXPERIMENTS
 from transplant.experiments.teachers import Teacher, cached
 from transplant.spec.build import build_module
@@ -101,3 +101,11 @@ def test_quick_bench_from_a_pretrained_base(tmp_path):
     meta = json.loads((out / "paper_meta.json").read_text())
     assert any(c.startswith("**Shared pre-trained start.**") for c in meta["choices"])
     assert "Shared pre-trained start" in (out / "paper.md").read_text()
+
+
+def test_a_failed_worker_stops_the_parallel_bench_with_its_log(tmp_path):
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the teacher cache should be")
+    with pytest.raises(RuntimeError, match=r"bench worker .* failed with exit code [1-9]"):
+        bench_parallel(("exp1", "exp2"), tmp_path / "out", 2, ["--cache", str(not_a_folder), "--quick"])
+    assert not (tmp_path / "out" / "paper.json").exists()

@@ -214,10 +214,11 @@ def bench_parallel(experiments: tuple[str, ...], out: Path, workers: int, child_
     for _, log in procs:
         log.close()
     # the worker that failed first (exit code > 0) before those terminated because of it (< 0)
-    for (p, _), part in sorted(zip(procs, parts), key=lambda pp: pp[0].wait() <= 0):
-        if p.returncode != 0:
+    codes = [p.wait() for p, _ in procs]
+    for code, part in sorted(zip(codes, parts), key=lambda cp: cp[0] <= 0):
+        if code != 0:
             tail = "\n".join((part / "log.txt").read_text(errors="replace").splitlines()[-20:])
-            raise RuntimeError(f"bench worker {part} failed with exit code {p.returncode}:\n{tail}")
+            raise RuntimeError(f"bench worker {part} failed with exit code {code}:\n{tail}")
     return merge(parts, out, command, wall_seconds=time.perf_counter() - start)
 
 
