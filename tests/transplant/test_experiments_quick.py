@@ -1,6 +1,7 @@
 """`transplant bench --quick` end to end: rows, report, plots, the teacher IoU gate and the below-gate rerun."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -9,8 +10,8 @@ import pytest
 
 from transplant.architectures import CLASSIFICATION, teacher_specs, vgg_small
 from transplant.cli import main
-from transplant.experiments.bench import bench_parallel, split_work
-from transplant.experiments.settings import EXPERIMENTS
+from transplant.experiments.bench import bench, bench_parallel, split_work
+from transplant.experiments.settings import EXPERIMENTS, QUICK
 from transplant.experiments.teachers import Teacher, cached
 from transplant.spec.build import build_module
 
@@ -109,3 +110,11 @@ def test_a_failed_worker_stops_the_parallel_bench_with_its_log(tmp_path):
     with pytest.raises(RuntimeError, match=r"bench worker .* failed with exit code [1-9]"):
         bench_parallel(("exp1", "exp2"), tmp_path / "out", 2, ["--cache", str(not_a_folder), "--quick"])
     assert not (tmp_path / "out" / "paper.json").exists()
+
+
+def test_a_generic_classifier_near_chance_is_not_transplanted_into(tmp_path):
+    settings = dataclasses.replace(QUICK, cls_gate=0.0, iou_gate=0.0, below_gate=None)
+    meta = bench(("exp2",), tmp_path / "out", settings, tmp_path / "cache")
+    assert json.loads((tmp_path / "out" / "paper.json").read_text()) == []
+    assert [e["category"] for e in meta["excluded"]] == ["cat"]
+    assert "generic classifier" in meta["excluded"][0]["why"] and "> 0.0%" in meta["excluded"][0]["why"]
