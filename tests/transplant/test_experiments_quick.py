@@ -11,6 +11,7 @@ import pytest
 from transplant.architectures import CLASSIFICATION, teacher_specs, vgg_small
 from transplant.cli import main
 from transplant.experiments.bench import bench, bench_parallel, split_work
+from transplant.experiments.runner import Context, shapes_base
 from transplant.experiments.settings import EXPERIMENTS, QUICK
 from transplant.experiments.teachers import Teacher, cached
 from transplant.spec.build import build_module
@@ -118,3 +119,10 @@ def test_a_generic_classifier_near_chance_is_not_transplanted_into(tmp_path):
     assert json.loads((tmp_path / "out" / "paper.json").read_text()) == []
     assert [e["category"] for e in meta["excluded"]] == ["cat"]
     assert "generic classifier" in meta["excluded"][0]["why"] and "> 0.0%" in meta["excluded"][0]["why"]
+
+
+def test_the_pretrained_base_is_built_once_per_run(tmp_path):
+    ctx = Context(dataclasses.replace(QUICK, pretrain_per_category=3), tmp_path)
+    base = shapes_base(ctx)
+    assert isinstance(base, Teacher) and shapes_base(ctx) is base
+    assert shapes_base(Context(QUICK, tmp_path)) is None  # no --pretrain: every net from scratch

@@ -66,6 +66,7 @@ class Context:
     log: Callable[[str], None] = print
     partial: Path | None = None                # rows are appended here as they come (a crash loses nothing)
     done: set = field(default_factory=set)     # runs already in `partial` (resume)
+    base: Teacher | None = None                # the shared pre-trained start, once built or loaded
 
 
 def _bar_progress(desc: str, position: int = 1):
@@ -110,12 +111,14 @@ def shapes_training(s: Settings, epochs: int) -> TeacherTraining:
 def shapes_base(ctx: Context) -> Teacher | None:
     """The shared pre-trained start of every shapes net, or None (every net from scratch)."""
     s = ctx.settings
-    if s.pretrain_per_category is None:
-        return None
+    if s.pretrain_per_category is None or ctx.base is not None:
+        return ctx.base
     data = load_shapes_multicategory(CATEGORIES, s.pretrain_per_category, seed=s.teacher_seed, size=s.shapes_size)
-    return pretrained_base(ctx.cache, s.shapes_config(), data, len(CATEGORIES), shapes_training(s, s.pretrain_epochs),
-                           {"source": "shapes-multi", "n": s.pretrain_per_category, "seed": s.teacher_seed,
-                            "size": s.shapes_size}, _bar_progress("pre-trained base (all categories)"))
+    ctx.base = pretrained_base(ctx.cache, s.shapes_config(), data, len(CATEGORIES),
+                               shapes_training(s, s.pretrain_epochs),
+                               {"source": "shapes-multi", "n": s.pretrain_per_category, "seed": s.teacher_seed,
+                                "size": s.shapes_size}, _bar_progress("pre-trained base (all categories)"))
+    return ctx.base
 
 
 def shapes_teacher(ctx: Context, category: str) -> tuple[Teacher, object]:
