@@ -22,7 +22,8 @@ def problem_for(net, data, config, samples=0):
 
 
 def test_registry_knows_every_method():
-    assert set(METHODS) == {"back_distill", "direct_learn", "distill", "jacobian", "lstsq"}
+    assert set(METHODS) == {"back_distill", "direct_learn", "distill", "jacobian", "lstsq", "probe_stitch",
+                            "weight_match", "hybrid", "identity"}
     with pytest.raises(ValueError, match="unknown method 'magic'"):
         get_method("magic")
 

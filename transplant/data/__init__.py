@@ -8,8 +8,11 @@ from transplant.data.common import CategoryDataset, Split, feature_norm_images
 from transplant.data.digits import load_digits_category, load_digits_multiclass
 from transplant.data.folders import VOC_CLASSES, load_image_folder, load_voc_folder, load_voc_split, voc_class_index
 from transplant.data.shapes import (
+    BACKGROUND,
     CATEGORIES,
     DISSIMILAR,
+    HARD_NEGATIVES,
+    RANDOM_NEGATIVES,
     SIMILAR,
     load_shapes_category,
     load_shapes_multicategory,
@@ -17,7 +20,7 @@ from transplant.data.shapes import (
 )
 
 __all__ = [
-    "CATEGORIES", "DISSIMILAR", "SIMILAR", "VOC_CLASSES", "CategoryDataset", "Split", "feature_norm_images",
+    "BACKGROUND", "HARD_NEGATIVES", "RANDOM_NEGATIVES", "CATEGORIES", "DISSIMILAR", "SIMILAR", "VOC_CLASSES", "CategoryDataset", "Split", "feature_norm_images",
     "load_digits_category", "load_digits_multiclass", "load_image_folder", "load_shapes_category",
     "load_shapes_multicategory", "load_voc_folder", "load_voc_split", "render", "voc_class_index",
 ]

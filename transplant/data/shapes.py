@@ -20,6 +20,12 @@ from transplant.data.common import CategoryDataset, Split
 SIMILAR: tuple[str, ...] = ("cat", "cow", "dog", "horse", "sheep")  # the paper's mammals
 DISSIMILAR: tuple[str, ...] = ("aeroplane", "bicycle", "bird", "boat")  # VOC's first four
 CATEGORIES: tuple[str, ...] = SIMILAR + DISSIMILAR
+BACKGROUND = "background"  # a negative-only pseudo-category: textured clutter, no object
+# The paper's classifiers are "a category vs random images": negatives from the dissimilar categories
+# and plain backgrounds, never the other similar categories (a dog net trained to reject cats cannot be
+# made to accept a cat by any faithful adapter). HARD: every other category, the stricter variant.
+RANDOM_NEGATIVES: tuple[str, ...] = DISSIMILAR + (BACKGROUND,)
+HARD_NEGATIVES: tuple[str, ...] = CATEGORIES
 
 _REF = 32.0  # reference canvas side, in geometry units
 _SALT = 0x5A4E  # keeps these streams apart from other users of the same integer seeds
@@ -217,12 +223,17 @@ def _boat(u, v, rng, n):  # side view, sailing boat
     return m
 
 
+def _background(u, v, rng, n):  # no object at all
+    return np.zeros(u.shape, bool)
+
+
 # shape function, rotation range (degrees), scale range (reference pixels per object unit)
 _OBJECTS: dict[str, tuple[Shape, float, tuple[float, float]]] = {
     "cat": (_cat, 20, (8.0, 10.5)), "cow": (_cow, 15, (6.5, 8.0)), "dog": (_dog, 20, (7.5, 9.5)),
     "horse": (_horse, 15, (6.0, 7.5)), "sheep": (_sheep, 15, (7.5, 9.5)),
     "aeroplane": (_aeroplane, 180, (8.0, 10.0)), "bicycle": (_bicycle, 15, (9.0, 11.0)),
     "bird": (_bird, 30, (8.5, 11.0)), "boat": (_boat, 12, (7.5, 9.5)),
+    BACKGROUND: (_background, 0, (1.0, 1.0)),
 }
 
 
@@ -295,6 +306,12 @@ def _distractor(u: Arr, v: Arr, rng: np.random.Generator, n: int, big: float) ->
     return out
 
 
+# public names for other procedural generators (the coordinator's probe images)
+paint_texture = _texture
+draw_clutter = _distractor
+REF_CANVAS = _REF
+
+
 # ---------------------------------------------------------------- rendering
 Painter = Callable[[np.random.Generator, int, Arr, Arr], Arr]
 
@@ -330,9 +347,15 @@ def _render(category: str, n: int, rng: np.random.Generator, size: int,
     return np.clip(img, 0, 1).astype(np.float32).transpose(0, 3, 1, 2), obj
 
 
-def _check(category: str) -> int:
+_NAMES = CATEGORIES + ("", BACKGROUND)  # index len(CATEGORIES) is the picks-and-order stream of a split
+
+
+def _check(category: str, negative: bool = False) -> int:
+    if category == BACKGROUND and negative:
+        return _NAMES.index(BACKGROUND)
     if category not in CATEGORIES:
-        raise ValueError(f"unknown shapes category {category!r}: use one of {', '.join(CATEGORIES)}")
+        extra = f" (or '{BACKGROUND}' as a negative)" if negative else ""
+        raise ValueError(f"unknown shapes category {category!r}: use one of {', '.join(CATEGORIES)}{extra}")
     return CATEGORIES.index(category)
 
 
@@ -359,7 +382,7 @@ def _binary_split(cat: int, others: Sequence[int], n: int, seed: int, stream: in
     for o in others:  # each negative category from its own stream: adding one changes no other
         k = int(np.sum(picks == o))
         if k:
-            parts.append((_render(CATEGORIES[o], k, _stream(stream, seed, cat, o), size), 0))
+            parts.append((_render(_NAMES[o], k, _stream(stream, seed, cat, o), size), 0))
     images = np.concatenate([im for (im, _), _ in parts])
     masks = np.concatenate([m * lab for (_, m), lab in parts]).astype(np.int64)
     labels = np.concatenate([np.full(len(im), lab, np.int64) for (im, _), lab in parts])
@@ -369,14 +392,17 @@ def _binary_split(cat: int, others: Sequence[int], n: int, seed: int, stream: in
 
 def load_shapes_category(category: str, n_train: int = 1000, n_test: int = 400, seed: int = 0, size: int = 32,
                          negatives: Sequence[str] | None = None) -> CategoryDataset:
-    """Binary data set with masks: half images of `category`, half of random other categories.
+    """Binary data set with masks: half images of `category`, half negatives.
 
-    `negatives` restricts the other categories (default: all others). Train and test come from
+    `negatives` lists the categories negatives are drawn from, `background` included; default:
+    RANDOM_NEGATIVES, the paper's "category vs random images" (dissimilar categories and plain
+    backgrounds); HARD_NEGATIVES rejects every other category. Train and test come from
     different random streams, so no image is in both. `n_test` is rounded down to even so the
     test set is balanced.
     """
     cat = _check(category)
-    others = [_check(c) for c in (negatives if negatives is not None else CATEGORIES) if c != category]
+    others = [_check(c, negative=True) for c in (negatives if negatives is not None else RANDOM_NEGATIVES)
+              if c != category]
     if not others:
         raise ValueError("shapes negatives need at least one category other than the target")
     train = _binary_split(cat, others, n_train, seed, _TRAIN, size)

@@ -1,7 +1,9 @@
-"""Ways to learn an adapter, selected by name: back_distill, direct_learn, distill, jacobian, lstsq."""
-from transplant.methods import back_distill, direct_learn, distill, jacobian, lstsq_stitch  # noqa: F401 (register)
-from transplant.methods.base import (METHODS, DistillSettings, Method, Samples, TrainConfig, TransplantProblem,
+"""Ways to learn an adapter, selected by name (each one file that registers itself)."""
+from transplant.methods import (back_distill, direct_learn, distill, hybrid, identity,  # noqa: F401 (register)
+                                jacobian, lstsq_stitch, probe_stitch, weight_match)
+from transplant.methods.base import (AUTO, METHODS, DistillSettings, Method, Samples, TrainConfig, TransplantProblem,
+                                     auto_candidates,
                                      get_method, register)
 
-__all__ = ["METHODS", "DistillSettings", "Method", "Samples", "TrainConfig", "TransplantProblem", "get_method",
+__all__ = ["AUTO", "METHODS", "auto_candidates", "DistillSettings", "Method", "Samples", "TrainConfig", "TransplantProblem", "get_method",
            "register"]

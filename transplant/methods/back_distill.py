@@ -51,6 +51,7 @@ def solve_one_layer(adapter: Adapter, pool: PseudoGradientPool, ridge: float = 1
 @register
 class BackDistill(Method):
     name = "back_distill"
+    auto_candidate = True
 
     def __init__(self, problem: TransplantProblem, config: TrainConfig, generator: torch.Generator):
         super().__init__(problem, config, generator)

@@ -81,7 +81,10 @@ class Method(ABC):
     """A way to learn the adapter; only the adapter's parameters ever change."""
 
     name = ""
-    needs_samples = False
+    needs_samples = False                   # False: data-free (modules and feature statistics only)
+    uses_samples = True                     # False: the result is the same with or without samples
+    needs_generic_category_module = False   # reads f_S, the generic net's own category module
+    auto_candidate = False                  # part of the `auto` method's candidate set
 
     def __init__(self, problem: TransplantProblem, config: TrainConfig, generator: torch.Generator):
         if self.needs_samples and problem.num_samples == 0:
@@ -127,9 +130,25 @@ class Method(ABC):
 METHODS: dict[str, type[Method]] = {}
 
 
+AUTO = "auto"  # not a method: the job trains every candidate (`auto_candidates`) and keeps the best
+
+
 def register(cls: type[Method]) -> type[Method]:
+    """Add a method class under its `name`; a name is registered once (as peft's register_peft_method)."""
+    if not cls.name or cls.name == AUTO:
+        raise ValueError(f"a method needs a name other than '' and '{AUTO}'")
+    if cls.name in METHODS:
+        raise ValueError(f"method '{cls.name}' is already registered (by {METHODS[cls.name].__module__})")
     METHODS[cls.name] = cls
     return cls
+
+
+def auto_candidates(num_samples: int, has_generic_category_module: bool = True) -> tuple[str, ...]:
+    """The methods an `auto` job trains, following the data available: data-free ones always, the
+    sample-based ones when samples exist; methods that read f_S only where it is known."""
+    return tuple(name for name, cls in sorted(METHODS.items())
+                 if cls.auto_candidate and (num_samples > 0 or not cls.needs_samples)
+                 and (has_generic_category_module or not cls.needs_generic_category_module))
 
 
 def get_method(name: str) -> type[Method]:

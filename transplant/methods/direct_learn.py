@@ -10,6 +10,7 @@ from transplant.methods.base import Method, register
 @register
 class DirectLearn(Method):
     name = "direct_learn"
+    auto_candidate = True
     needs_samples = True
 
     def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:

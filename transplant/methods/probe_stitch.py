@@ -1,0 +1,46 @@
+"""Data-free stitching: least squares h(f(P)) ~ f_S(P) on the coordinator's probe images P.
+
+No image of any site is used: the probes are procedural (`transplant.probes`). It works where
+both category modules compute generic low-level features, which is what the paper's cut after
+pool1 gives; `benchmarks/results/paper.md` measures where it holds.
+"""
+from __future__ import annotations
+
+import torch
+
+from transplant.adapter import Adapter
+from transplant.methods.base import Method, register
+from transplant.methods.stitching import fit_stitch
+from transplant.probes import probe_images
+
+PROBES = 512
+CHUNK = 128
+
+
+@register
+class ProbeStitch(Method):
+    name = "probe_stitch"
+    needs_generic_category_module = True
+    uses_samples = False
+    auto_candidate = True
+
+    @property
+    def iterative(self) -> bool:
+        return False
+
+    def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError("probe_stitch is solved in closed form; call solve()")
+
+    @torch.no_grad()
+    def solve(self, adapter: Adapter) -> None:
+        f, f_s = self.problem.category_module, self.problem.generic_category_module
+        if f_s is None:
+            raise ValueError("probe_stitch needs the generic net's category module")
+        if tuple(f.spec.input_shape) != tuple(f_s.spec.input_shape):
+            raise ValueError(f"probe_stitch needs category modules with one input shape, got "
+                             f"{list(f.spec.input_shape)} and {list(f_s.spec.input_shape)}")
+        device = next(f.parameters()).device
+        probes = probe_images(PROBES, tuple(f.spec.input_shape), seed=self.config.seed).to(device)
+        source = torch.cat([f(p) for p in probes.split(CHUNK)])
+        target = torch.cat([f_s(p) for p in probes.split(CHUNK)])
+        self.residual = fit_stitch(adapter, source, target)
