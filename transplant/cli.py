@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from transplant.experiments.settings import REGIMES
 
 BENCH_HELP = """Reproduce the paper's experiments on data this project ships (nothing is downloaded).
 
@@ -38,8 +39,18 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--samples", type=_counts, default=None, metavar="N,M",
                    help="labelled sample counts of Exp.2/3 (default 10,20,50,100; back-distill also runs with 0)")
     b.add_argument("--pretrain", type=int, default=None, metavar="N",
-                   help="start every shapes net from a base pre-trained on N images of each shapes category "
-                        "(the role ImageNet plays for the paper's nets; default: every net from scratch)")
+                   help="images of each shapes category in the shared pre-trained base (the role ImageNet plays "
+                        "for the paper's nets; default 1000; 0: every net from scratch)")
+    b.add_argument("--regime", choices=REGIMES, default="paper",
+                   help="paper: classifiers 'category vs random images', every shapes net fine-tuned from one "
+                        "shared base; hard: classifiers reject every other category; independent: every site's "
+                        "net from its own random init (default: %(default)s)")
+    b.add_argument("--train-images", type=int, default=None, metavar="N",
+                   help="training images per shapes teacher (default 8000)")
+    b.add_argument("--methods", type=_methods, default=None, metavar="A,B",
+                   help="methods to run (default: all registered in the bench settings)")
+    b.add_argument("--layers", type=_counts, default=None, metavar="N,M",
+                   help="Exp.2 adapter depths (default 1,3)")
     b.add_argument("--workers", type=int, default=1,
                    help="run the experiments as this many parallel processes (one per core), then merge "
                         "(default 1; `make bench` uses 2)")
@@ -87,7 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples is not None:
         settings = dataclasses.replace(settings, samples=args.samples)
     if args.pretrain is not None:
-        settings = dataclasses.replace(settings, pretrain_per_category=args.pretrain)
+        settings = dataclasses.replace(settings, pretrain_per_category=args.pretrain or None)
+    if args.train_images is not None:
+        settings = dataclasses.replace(settings, shapes_train=args.train_images)
+    if args.methods is not None:
+        settings = dataclasses.replace(settings, methods=args.methods)
+    if args.layers is not None:
+        settings = dataclasses.replace(settings, exp2_layers=args.layers)
+    settings = dataclasses.replace(settings, regime=args.regime)
     meta = bench(experiments, args.out, settings, args.cache, command, resume=args.resume)
     print(f"wrote {args.out / 'paper.json'}, {args.out / 'paper.md'} in {meta['total_seconds']:.0f} s")
     return 0
@@ -100,6 +118,16 @@ def _names(text: str) -> tuple[str, ...]:
     unknown = [n for n in names if n not in SIMILAR]
     if not names or unknown:
         raise argparse.ArgumentTypeError(f"targets must be among {', '.join(SIMILAR)}; got {text!r}")
+    return names
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    from transplant.methods import METHODS
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in METHODS and n != "back_distill_mean"]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"methods must be among {', '.join(sorted(METHODS))}; got {text!r}")
     return names
 
 
@@ -119,7 +147,10 @@ def _child_args(args: argparse.Namespace) -> list[str]:
     for flag, value in (("--seeds", args.seeds), ("--steps", args.steps), ("--iou-gate", args.iou_gate),
                         ("--below-gate", args.below_gate), ("--pretrain", args.pretrain),
                         ("--targets", args.targets and ",".join(args.targets)),
-                        ("--samples", args.samples and ",".join(map(str, args.samples)))):
+                        ("--samples", args.samples and ",".join(map(str, args.samples))),
+                        ("--regime", args.regime), ("--train-images", args.train_images),
+                        ("--methods", args.methods and ",".join(args.methods)),
+                        ("--layers", args.layers and ",".join(map(str, args.layers)))):
         if value is not None:
             child += [flag, str(value)]
     return child + ["--quick"] * args.quick + ["--resume"] * args.resume

@@ -40,7 +40,9 @@ def beta_from_stats(generic_feature_norm: float, new_feature_norm: float) -> flo
 
 def make_problem(config: JobConfig, category_module: SpecModule, teacher_task: SpecModule,
                  generic_task: SpecModule, beta: float, samples: Samples | None = None,
-                 generic_category_module: SpecModule | None = None) -> TransplantProblem:
+                 generic_category_module: SpecModule | None = None, same_net: bool | None = None) -> TransplantProblem:
+    """`same_net`: the adapter goes between f and g of one net (Exp.1); None: when teacher_task is
+    generic_task (one object), for callers that pass one net's modules directly."""
     x_shape = infer_shapes(category_module.spec)[category_module.spec.output]
     if tuple(generic_task.spec.input_shape) != tuple(x_shape):
         raise ValueError(f"the generic task module reads {list(generic_task.spec.input_shape)}, "
@@ -52,7 +54,7 @@ def make_problem(config: JobConfig, category_module: SpecModule, teacher_task: S
     adapter = AdapterConfig(channels=channels, layers=config.adapter_layers, kernel_size=config.kernel_size,
                             beta=float(beta), permutation=permutation)
     return TransplantProblem(config.task, category_module, teacher_task, generic_task, adapter, samples,
-                             generic_category_module)
+                             generic_category_module, teacher_task is generic_task if same_net is None else same_net)
 
 
 def run_job(config: JobConfig, problem: TransplantProblem, progress: Progress | None = None,

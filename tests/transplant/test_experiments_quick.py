@@ -12,14 +12,15 @@ from transplant.architectures import CLASSIFICATION, teacher_specs, vgg_small
 from transplant.cli import main
 from transplant.experiments.bench import bench, bench_parallel, split_work
 from transplant.experiments.runner import Context, shapes_base
-from transplant.experiments.settings import EXPERIMENTS, QUICK
+from transplant.experiments.settings import EXPERIMENTS, QUICK, REGIMES
+from transplant.methods import METHODS
 from transplant.experiments.teachers import Teacher, cached
 from transplant.spec.build import build_module
 
 pytestmark = pytest.mark.slow
 
 ROW_KEYS = {"experiment", "category", "adapter_layers", "samples", "method", "metric", "value", "seed",
-            "teacher_value"}
+            "teacher_value", "regime", "perm_recovery"}
 
 
 def _check_rows(rows: list[dict]) -> None:
@@ -29,7 +30,10 @@ def _check_rows(rows: list[dict]) -> None:
         assert 0.0 <= r["value"] <= 100.0 and 0.0 <= r["teacher_value"] <= 100.0
         assert isinstance(r["seed"], int) and isinstance(r["samples"], int)
         assert r["metric"] == "error_rate" or r["experiment"] in ("exp3", "table4")
-        assert r["samples"] > 0 or r["method"].startswith("back_distill")
+        core = METHODS["back_distill" if r["method"] == "back_distill_mean" else r["method"]]
+        assert (r["samples"] > 0 or not core.needs_samples) and (r["samples"] == 0 or core.uses_samples)
+        assert r["regime"] in REGIMES
+        assert r["perm_recovery"] is None or 0.0 <= r["perm_recovery"] <= 1.0
 
 
 def test_quick_bench_all(tmp_path):
@@ -56,12 +60,15 @@ def test_quick_bench_all(tmp_path):
     rows = json.loads((below / "paper.json").read_text())
     _check_rows(rows)
     assert {r["experiment"] for r in rows} == {"exp2", "exp3", "table4"}
-    assert {"back_distill", "direct_learn", "distill", "jacobian", "lstsq"} <= {
-        r["method"] for r in rows if r["experiment"] == "exp2"}
+    assert {"back_distill", "direct_learn", "distill", "jacobian", "lstsq", "probe_stitch", "weight_match", "hybrid",
+            "identity"} <= {r["method"] for r in rows if r["experiment"] == "exp2"}
+    assert {r["adapter_layers"] for r in rows if r["experiment"] == "exp2"} == {1, 3}
     assert {r["metric"] for r in rows if r["experiment"] == "exp3"} == {"pixel_accuracy", "iou"}
     assert json.loads((below / "paper_meta.json").read_text())["background_pixel_accuracy"]
     md = (below / "paper.md").read_text()
     assert "## Exp.3" in md and "all-background" in md and "below the project's 60% rule" in md
+    assert "## Best method per cell" in md and "says yes to" in md and "Regime: paper" in md
+    assert "## Channel permutation recovered" in md
     assert {"exp2_pca.png", "exp3_pixel_accuracy_1conv.png", "table4_cls_error_rate_3conv.png"} <= {
         p.name for p in below.glob("*.png")}
 
@@ -125,4 +132,17 @@ def test_the_pretrained_base_is_built_once_per_run(tmp_path):
     ctx = Context(dataclasses.replace(QUICK, pretrain_per_category=3), tmp_path)
     base = shapes_base(ctx)
     assert isinstance(base, Teacher) and shapes_base(ctx) is base
-    assert shapes_base(Context(QUICK, tmp_path)) is None  # no --pretrain: every net from scratch
+    independent = dataclasses.replace(QUICK, regime="independent")
+    assert shapes_base(Context(independent, tmp_path)) is None  # every net from its own init
+    assert shapes_base(Context(dataclasses.replace(QUICK, pretrain_per_category=None), tmp_path)) is None
+
+
+def test_regimes_set_negatives_bases_and_inits():
+    paper, hard = QUICK, dataclasses.replace(QUICK, regime="hard")
+    independent = dataclasses.replace(QUICK, regime="independent")
+    assert "cat" not in paper.negatives() and "background" in paper.negatives() and "cat" in hard.negatives()
+    assert paper.shared_base and hard.shared_base and not independent.shared_base
+    assert paper.init_seed("cat") == paper.init_seed("dog")
+    assert len({independent.init_seed(c) for c in ("cat", "dog", "cow")}) == 3
+    with pytest.raises(ValueError, match="unknown regime"):
+        dataclasses.replace(QUICK, regime="easy")

@@ -17,13 +17,14 @@ import torch
 from tqdm import tqdm
 
 from transplant.architectures import CLASSIFICATION, SEGMENTATION
-from transplant.data import (CATEGORIES, DISSIMILAR, SIMILAR, load_digits_category, load_shapes_category,
+from transplant.data import (BACKGROUND, CATEGORIES, DISSIMILAR, SIMILAR, load_digits_category, load_shapes_category,
                              load_shapes_multicategory)
 from transplant.data.common import Split
 from transplant.experiments.settings import Settings
 from transplant.experiments.teachers import Teacher, pretrained_base, shared_task_net, single_category_teacher
 from transplant.job import JobConfig, beta_from_stats, make_problem, run_job
-from transplant.methods import DistillSettings, Samples
+from transplant.methods import METHODS, DistillSettings, Samples
+from transplant.methods.stitching import permutation_recovery
 from transplant.spec.build import SpecModule
 from transplant.spec.fullyconv import enlarged_input_shape, fully_convolutional
 from transplant.teacher import TeacherTraining
@@ -97,21 +98,23 @@ def digits_teacher(ctx: Context, category: str) -> tuple[Teacher, object]:
     return teacher, data
 
 
-def shapes_data(s: Settings, category: str, negatives=None):
+def shapes_data(s: Settings, category: str):
+    """A shapes teacher's data: the category against the regime's negatives (test set alike)."""
     return load_shapes_category(category, n_train=s.shapes_train, n_test=s.shapes_test, seed=s.teacher_seed,
-                                size=s.shapes_size, negatives=negatives)
+                                size=s.shapes_size, negatives=s.negatives())
 
 
-def shapes_training(s: Settings, epochs: int) -> TeacherTraining:
+def shapes_training(s: Settings, epochs: int, seed: int | None = None) -> TeacherTraining:
     """One recipe for every shapes net (single-category teachers and leave-one-out nets)."""
     return TeacherTraining(epochs=epochs, batch_size=s.shapes_teacher_batch, lr=s.shapes_teacher_lr,
-                           seed=s.teacher_seed, seg_weight=s.shapes_teacher_seg_weight, cosine=True)
+                           seed=s.teacher_seed if seed is None else seed, seg_weight=s.shapes_teacher_seg_weight,
+                           cosine=True)
 
 
 def shapes_base(ctx: Context) -> Teacher | None:
-    """The shared pre-trained start of every shapes net, or None (every net from scratch)."""
+    """The shared pre-trained start of every shapes net, or None (every net from its own random init)."""
     s = ctx.settings
-    if s.pretrain_per_category is None or ctx.base is not None:
+    if not s.shared_base or ctx.base is not None:
         return ctx.base
     data = load_shapes_multicategory(CATEGORIES, s.pretrain_per_category, seed=s.teacher_seed, size=s.shapes_size)
     ctx.base = pretrained_base(ctx.cache, s.shapes_config(), data, len(CATEGORIES),
@@ -125,12 +128,13 @@ def shapes_teacher(ctx: Context, category: str) -> tuple[Teacher, object]:
     s = ctx.settings
     data = shapes_data(s, category)
     base = shapes_base(ctx)
-    training = shapes_training(s, s.shapes_teacher_epochs) if base is None else dataclasses.replace(
-        shapes_training(s, s.finetune_epochs), lr=s.finetune_lr)
+    seed = s.init_seed(category)
+    training = shapes_training(s, s.shapes_teacher_epochs, seed) if base is None else dataclasses.replace(
+        shapes_training(s, s.finetune_epochs, seed), lr=s.finetune_lr)
     teacher = single_category_teacher(
         ctx.cache, f"shapes-{category}", s.shapes_config(), (CLASSIFICATION, SEGMENTATION), data.train, data.test,
         training, {"source": "shapes", "category": category, "seed": s.teacher_seed, "n_train": s.shapes_train,
-                   "n_test": s.shapes_test, "size": s.shapes_size},
+                   "n_test": s.shapes_test, "size": s.shapes_size, "negatives": list(s.negatives())},
         _bar_progress(f"teacher {category}"), base)
     return teacher, data
 
@@ -183,7 +187,7 @@ def _generic(ctx: Context) -> Teacher | None:
 
 
 def _shapes_cases(ctx: Context, experiment: str, task: str, generic_of: Callable[[str], Teacher | None],
-                  layers: int, samples: tuple[int, ...], g_mode: str) -> list[Case]:
+                  layers: tuple[int, ...], samples: tuple[int, ...], g_mode: str) -> list[Case]:
     s = ctx.settings
     cases = []
     for c in (s.table4_targets if experiment == "table4" else s.targets):
@@ -211,9 +215,24 @@ def _shapes_cases(ctx: Context, experiment: str, task: str, generic_of: Callable
         if task == SEGMENTATION:
             train, test = _positives(train), _positives(test)
             ctx.meta.setdefault("background_pixel_accuracy", {})[c] = _bg(data.test)
+        ctx.meta.setdefault("controls", {}).setdefault(experiment, {}).setdefault(task, {})[c] = \
+            unchanged_generic(task, teacher.category, generic.tasks[task], test)
         cases.append(Case(experiment, c, task, teacher.category, teacher.tasks[task], generic.tasks[task], f_s,
-                          beta, train, test, teacher.metrics, (layers,), samples, 1, False, g_mode))
+                          beta, train, test, teacher.metrics, layers, samples, 1, True, g_mode))
     return cases
+
+
+@torch.no_grad()
+def unchanged_generic(task: str, category_module: SpecModule, generic_task: SpecModule, test: Split) -> dict[str, float]:
+    """Control: the generic task module on the target's own features, no adapter and no reorder.
+    Classification: how often it says "yes" on the target's images, and its error; segmentation: its metrics."""
+    from transplant.metrics import evaluate
+    forward = lambda x: generic_task(category_module(x))  # noqa: E731
+    if task == CLASSIFICATION:
+        positives = test.images[test.labels == 1]
+        yes = float((forward(positives).reshape(-1) > 0).float().mean() * 100)
+        return {"yes_rate": yes, **evaluate(forward, task, test.images, test.labels)}
+    return evaluate(forward, task, test.images, test.labels, test.masks)
 
 
 def _with_zero(s: Settings, samples: tuple[int, ...]) -> tuple[int, ...]:
@@ -222,13 +241,13 @@ def _with_zero(s: Settings, samples: tuple[int, ...]) -> tuple[int, ...]:
 
 def exp2_cases(ctx: Context) -> list[Case]:
     generic = _generic(ctx)
-    return _shapes_cases(ctx, "exp2", CLASSIFICATION, lambda c: generic, 3, _with_zero(ctx.settings,
-                         ctx.settings.samples), "enlarged")
+    return _shapes_cases(ctx, "exp2", CLASSIFICATION, lambda c: generic, ctx.settings.exp2_layers,
+                         _with_zero(ctx.settings, ctx.settings.samples), "enlarged")
 
 
 def exp3_cases(ctx: Context) -> list[Case]:
     generic = _generic(ctx)
-    return _shapes_cases(ctx, "exp3", SEGMENTATION, lambda c: generic, 1, _with_zero(ctx.settings,
+    return _shapes_cases(ctx, "exp3", SEGMENTATION, lambda c: generic, (1,), _with_zero(ctx.settings,
                          ctx.settings.samples), "uniform")
 
 
@@ -239,13 +258,14 @@ def leave_one_out(ctx: Context, target: str) -> Teacher | None:
     trains, tests = {}, {}
     for c in members:
         d = load_shapes_category(c, n_train=s.loo_train_per_category, n_test=s.shapes_test, seed=s.teacher_seed,
-                                 size=s.shapes_size, negatives=members)
+                                 size=s.shapes_size,
+                                 negatives=tuple(n for n in s.negatives() if n in members or n == BACKGROUND))
         trains[c], tests[c] = d.train, d.test
     base = shapes_base(ctx)
     training = dataclasses.replace(shapes_training(s, s.loo_epochs),
                                    lr=s.loo_lr if base is None else s.finetune_lr)
     net = shared_task_net(ctx.cache, f"loo-{target}", s.shapes_config(), trains, tests, training,
-                          {"source": "shapes", "members": members, "n_train": s.loo_train_per_category,
+                          {"source": "shapes", "members": members, "n_train": s.loo_train_per_category, "negatives": list(s.negatives()),
                            "n_test": s.shapes_test, "seed": s.teacher_seed, "size": s.shapes_size},
                           _bar_progress(f"leave-one-out net without {target}"), base)
     return net if gate(ctx, f"loo-{target}", net) else None
@@ -260,8 +280,8 @@ def table4_cases(ctx: Context) -> list[Case]:
             nets[c] = leave_one_out(ctx, c)
         return nets[c]
 
-    return (_shapes_cases(ctx, "table4", CLASSIFICATION, generic_of, 3, s.table4_cls_samples, "enlarged")
-            + _shapes_cases(ctx, "table4", SEGMENTATION, generic_of, 1, s.table4_seg_samples,
+    return (_shapes_cases(ctx, "table4", CLASSIFICATION, generic_of, (3,), s.table4_cls_samples, "enlarged")
+            + _shapes_cases(ctx, "table4", SEGMENTATION, generic_of, (1,), s.table4_seg_samples,
                             "uniform"))
 
 
@@ -275,8 +295,9 @@ def _jobs(case: Case, s: Settings) -> list[tuple[int, int, str, int]]:
     for layers in case.layers:
         for n in case.samples:
             for method in methods:
-                if n == 0 and not method.startswith("back_distill"):
-                    continue  # every other method needs labelled samples
+                core = METHODS[method_settings(case, method)[0]]
+                if (n == 0 and core.needs_samples) or (n > 0 and not core.uses_samples):
+                    continue  # a method that ignores samples runs once, at 0
                 for seed in s.seeds:
                     jobs.append((layers, n, method, seed))
     return jobs
@@ -336,7 +357,8 @@ def run_case(ctx: Context, case: Case, bar: tqdm) -> None:
                            lr=s.lr, seed=seed,
                            distill=DistillSettings(g_mode=case.g_mode, lambda_scale=lambda_scale))
         problem = make_problem(config, case.category_module, case.teacher_task, case.generic_task, case.beta,
-                               _samples(case, n, seed), case.generic_category_module)
+                               _samples(case, n, seed), case.generic_category_module,
+                               same_net=case.experiment == "exp1")
         start = time.perf_counter()
         result = run_job(config, problem)
         seconds = time.perf_counter() - start
@@ -345,7 +367,8 @@ def run_case(ctx: Context, case: Case, bar: tqdm) -> None:
         for metric in metrics:
             ctx.rows.append({"experiment": case.experiment, "category": case.category, "adapter_layers": layers,
                              "samples": n, "method": method, "metric": metric, "value": float(found[metric]),
-                             "seed": seed, "teacher_value": float(teacher_task_metrics[metric])})
+                             "seed": seed, "teacher_value": float(teacher_task_metrics[metric]),
+                             "regime": s.regime, "perm_recovery": permutation_recovery(result.adapter)})
         if ctx.partial is not None:
             with ctx.partial.open("a") as fh:
                 for row in ctx.rows[-len(metrics):]:

@@ -5,9 +5,16 @@ import dataclasses
 from dataclasses import dataclass
 
 from transplant.architectures import VGGConfig, vgg_small
+from transplant.data import CATEGORIES, HARD_NEGATIVES, RANDOM_NEGATIVES
 
-ALL_METHODS = ("back_distill", "direct_learn", "distill", "jacobian", "lstsq")
+ALL_METHODS = ("back_distill", "direct_learn", "distill", "jacobian", "lstsq", "probe_stitch", "weight_match",
+               "hybrid", "identity")
 EXPERIMENTS = ("exp1", "exp2", "exp3", "table4")
+# paper: classifiers are "a category vs random images" (dissimilar categories + backgrounds) and every net
+#   is fine-tuned from one shared pre-trained base, as the paper's VOC nets start from ImageNet's VGG-16;
+# hard: the same, but each classifier rejects every other category, the other mammals included;
+# independent: "random images" negatives, but each site's net from its own random initialisation, sharing nothing.
+REGIMES = ("paper", "hard", "independent")
 
 
 @dataclass(frozen=True)
@@ -38,13 +45,14 @@ class Settings:
     shapes_teacher_seg_weight: float = 3.0
     shapes_teacher_lr: float = 2e-3   # with a cosine decay to 0 (the recipe that passed the IoU gate for all)
     # a shared pre-trained start for every shapes net (ImageNet's role for the paper's VOC nets); None: from scratch
-    pretrain_per_category: int | None = None
+    pretrain_per_category: int | None = 1000
     pretrain_epochs: int = 6
     finetune_lr: float = 5e-4        # teachers fine-tuned from the base (the recipe above is for scratch)
     finetune_epochs: int = 8
     generic: str = "dog"
     targets: tuple[str, ...] = ("cat", "cow", "horse", "sheep")  # the paper's four
     samples: tuple[int, ...] = (10, 20, 50, 100)  # the paper's grid
+    exp2_layers: tuple[int, ...] = (1, 3)  # the paper's 3-conv, and the 1-conv where back-distill is exact
     extra_zero_sample_back_distill: bool = True  # back-distill from 0 samples too (not in the paper's Table 3)
     loo_train_per_category: int = 2500
     loo_epochs: int = 12             # 7500 steps shared by 8 category modules (1500 x 10 reached 56% mean IoU)
@@ -56,7 +64,25 @@ class Settings:
     cls_gate: float = 40.0           # a generic classifier with a higher error rate is not transplanted into
     below_gate: float | None = 30.0  # experiments with excluded teachers are rerun with this gate into below_gate/
     pca_samples: int = 50            # Fig.5: the cell whose last-layer features are plotted
+    regime: str = "paper"
     quick: bool = False
+
+    def __post_init__(self) -> None:
+        if self.regime not in REGIMES:
+            raise ValueError(f"unknown regime {self.regime!r}; use one of {', '.join(REGIMES)}")
+
+    @property
+    def shared_base(self) -> bool:
+        return self.regime != "independent" and self.pretrain_per_category is not None
+
+    def negatives(self) -> tuple[str, ...]:
+        return HARD_NEGATIVES if self.regime == "hard" else RANDOM_NEGATIVES
+
+    def init_seed(self, category: str) -> int:
+        """The seed a shapes net is initialised (and trained) with: one for all, or one per site."""
+        if self.regime == "independent":
+            return self.teacher_seed + 1 + CATEGORIES.index(category)
+        return self.teacher_seed
 
     def digits_config(self) -> VGGConfig:
         return vgg_small(width=self.digits_width, depth=4, image_size=self.digits_size, in_channels=1)
@@ -75,6 +101,6 @@ QUICK = Settings(
     seeds=(0,), steps=25, shapes_steps=25, digits_categories=("3",), digits_teacher_epochs=4, exp1_layers=(1, 3),
     exp1_samples=(0, 10), shapes_train=300, shapes_test=60, shapes_teacher_epochs=1, targets=("cat",),
     samples=(10,), table4_targets=("cat",), loo_train_per_category=40, loo_epochs=1, table4_cls_samples=(10,), table4_seg_samples=(10,), pca_samples=10,
-    below_gate=0.0, cls_gate=100.0,
+    below_gate=0.0, cls_gate=100.0, pretrain_per_category=40, pretrain_epochs=1, finetune_epochs=1,
     quick=True,
 )

@@ -58,7 +58,8 @@ class BackDistill(Method):
         settings = config.distill
         if not self.iterative:
             settings = dataclasses.replace(settings, pool_size=settings.lstsq_draws)
-        self.pool = PseudoGradientPool(problem.teacher_task, problem.student_task, problem.task, settings, generator)
+        self.pool = PseudoGradientPool(problem.teacher_task, problem.student_task, problem.task, settings, generator,
+                                       problem.same_net)
 
     @property
     def iterative(self) -> bool:

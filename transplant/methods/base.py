@@ -34,7 +34,8 @@ class TransplantProblem:
     student_task: SpecModule                   # g_S: the generic task module (frozen)
     adapter_config: AdapterConfig              # M, n, kernel, beta, permutation
     samples: Samples | None = None
-    generic_category_module: SpecModule | None = None  # f_S: used only by the stitching baseline
+    generic_category_module: SpecModule | None = None  # f_S: read by the stitching methods
+    same_net: bool = False         # g_T and g_S are one module (the paper's Exp.1): picks the G mode
 
     @property
     def num_samples(self) -> int:

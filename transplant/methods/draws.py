@@ -19,8 +19,8 @@ CHUNK = 64
 
 class PseudoGradientPool:
     def __init__(self, teacher_task: SpecModule, student_task: SpecModule, task: str,
-                 settings: DistillSettings, generator: torch.Generator):
-        self.mode = settings.mode_for(task, cross_network=teacher_task is not student_task)
+                 settings: DistillSettings, generator: torch.Generator, same_net: bool = False):
+        self.mode = settings.mode_for(task, cross_network=not same_net)
         if self.mode not in ("ones_masked", "enlarged", "uniform"):
             raise ValueError(f"unknown G mode '{self.mode}'")
         input_shape = None
