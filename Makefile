@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m coordinator.demo
+	$(PY) -m demo
 
 test: $(STAMP)
 	bash tests/setup_services.sh

@@ -54,13 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CA (PEM) that signs client certificates: mutual TLS, clients must present one")
     sec.add_argument("--tls-ca", type=Path, default=None,
                      help="CA (PEM) that signs the sites' certificates: call sites over TLS")
-    from coordinator.auth import add_token_commands
+    from coordinator.tokens import add_token_commands
     add_token_commands(commands)
     return parser
 
 
 def serve(args: argparse.Namespace) -> int:
-    from coordinator.auth import is_loopback
+    from common.security import is_loopback
     from coordinator.server import CoordinatorConfig, start_coordinator
     from coordinator.validation import UploadLimits
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     if args.command == "token":
-        from coordinator.auth import run_token_command
+        from coordinator.tokens import run_token_command
         return run_token_command(args)
     try:
         return serve(args)

@@ -21,7 +21,8 @@ import grpc
 from tqdm import tqdm
 
 from coordinator import auth
-from coordinator.registry_client import DownloadError, download
+from common.errors import DownloadError
+from common.registry_client import download
 from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2_grpc
 
 MAX_MESSAGE = 64 << 20

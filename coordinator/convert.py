@@ -8,9 +8,7 @@ from coordinator.ledger import JobRow
 from coordinator.store.manifests import ModuleRecord
 from protos.nt.v1 import common_pb2, control_pb2, registry_pb2
 
-_ROLE_TO_PB = {"category": common_pb2.CATEGORY, "task": common_pb2.TASK,
-               "adapter": common_pb2.ADAPTER, "samples": common_pb2.SAMPLES}
-_PB_TO_ROLE = {v: k for k, v in _ROLE_TO_PB.items()}
+from common.patterns import PB_TO_ROLE as _PB_TO_ROLE, ROLE_TO_PB as _ROLE_TO_PB  # re-exported
 
 
 def role_name(role: int) -> str:

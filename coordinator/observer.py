@@ -5,6 +5,7 @@ import logging
 import threading
 from typing import Any, Callable
 
+from common.patterns import MODULE_ROLES
 from coordinator import ledger as L
 from coordinator.ledger import Ledger
 from coordinator.store import ObjectStore, StoreError
@@ -69,7 +70,7 @@ class Observer:
             counts: dict[str, int] = {}
             for record in list_module_records(self.store):
                 counts[record.role] = counts.get(record.role, 0) + 1
-            for role in ("category", "task", "adapter", "samples"):
+            for role in MODULE_ROLES:
                 self.metrics.modules_stored.labels(role).set(counts.get(role, 0))
         except StoreError:
             self.metrics.storage_errors.labels("list").inc()

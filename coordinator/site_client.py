@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from coordinator.auth import PLAINTEXT, ClientSecurity
+from common.security import PLAINTEXT, ClientSecurity
 from coordinator.convert import module_ref
 from coordinator.ledger import Ledger
 from coordinator.worker import JobPlan

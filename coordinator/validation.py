@@ -23,8 +23,7 @@ from safetensors import SafetensorError, safe_open
 from transplant.adapter import Adapter, AdapterConfig, AdapterConfigError
 from transplant.spec import ModuleSpec, SpecError, parameter_shapes
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # leading alnum: no '.'/'..' path parts
-ROLES = ("category", "task", "adapter", "samples")
+from common.patterns import MODULE_ROLES as ROLES, NAME  # re-exported
 MAX_METADATA_ITEMS, MAX_METADATA_CHARS = 32, 4096
 _DTYPES = {"F32": torch.float32, "I64": torch.int64}
 FINITE_CHECK_BYTES = 4 << 20  # bytes checked for NaN/Inf at a time

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
+from common.errors import WireError
 from transplant.runtime import configure_threads
 
 from site_agent import teacher_io
@@ -71,7 +72,8 @@ def _coordinator_args(p: argparse.ArgumentParser) -> None:
 
 def _security(args: argparse.Namespace):
     """How to reach the coordinator: token + TLS from the flags (or environment)."""
-    from coordinator.auth import SITE_TOKEN_ENV, ClientSecurity, read_token
+    from common.bearer import SITE_TOKEN_ENV, read_token
+    from common.security import ClientSecurity
 
     try:
         return ClientSecurity.from_files(read_token(args.token_file, SITE_TOKEN_ENV), args.tls_ca,
@@ -84,7 +86,9 @@ def _serving(args: argparse.Namespace) -> tuple[str | None, object]:
     """(sha256 of the coordinator's token or None, server TLS credentials or None) for serve/run."""
     import os
 
-    from coordinator.auth import COORDINATOR_TOKEN_SHA256_ENV, SHA256_HEX, server_credentials
+    from common.bearer import COORDINATOR_TOKEN_SHA256_ENV
+    from common.patterns import SHA256_HEX
+    from common.security import server_credentials
 
     digest = (args.coordinator_token_sha256 or os.environ.get(COORDINATOR_TOKEN_SHA256_ENV, "")).strip().lower()
     if digest and not SHA256_HEX.match(digest):
@@ -264,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_threads()
     try:
         return COMMANDS[args.command](args)
-    except SiteAgentError as exc:
+    except (SiteAgentError, WireError) as exc:  # operator errors: one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,7 +7,6 @@ runs category -> adapter -> task on its local test split and returns only metric
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from concurrent import futures
@@ -16,7 +15,10 @@ from pathlib import Path
 
 import grpc
 
-from coordinator.auth import PLAINTEXT, ClientSecurity, RequireTokenInterceptor
+from common.errors import RegistryError
+from common.guard import RequireTokenInterceptor
+from common.patterns import SHA256_HEX, check_target
+from common.security import PLAINTEXT, ClientSecurity
 from protos.nt.v1 import common_pb2, heartbeat_pb2, heartbeat_pb2_grpc, registry_pb2, site_pb2, site_pb2_grpc
 from transplant.adapter import Adapter, AdapterConfigError, adapter_from_bytes
 from transplant.architectures import SEGMENTATION
@@ -28,11 +30,10 @@ from transplant.spec import (ModuleSpec, SpecError, SpecModule, WeightsError, bu
 
 from site_agent import teacher_io
 from site_agent.telemetry import SiteMetrics
-from site_agent.client import RegistryClient, RegistryError, check_target
+from site_agent.client import RegistryClient
 from site_agent.errors import SiteAgentError
 
 log = logging.getLogger("site_agent.service")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class EvaluateError(Exception):
@@ -95,7 +96,7 @@ class SiteEvaluator:
                            f"not '{request.category}'")
         for name, ref in (("adapter", request.adapter), ("task_module", request.task_module),
                           ("category_module", request.category_module)):
-            if not ref.module_id or not SHA256.match(ref.sha256):
+            if not ref.module_id or not SHA256_HEX.match(ref.sha256):
                 raise _invalid(f"{name} ref needs a module_id and a lowercase hex sha256")
         if not request.adapter_config_json:
             raise _invalid("adapter_config_json is empty")
@@ -108,11 +109,8 @@ class SiteEvaluator:
     def _download(self, ref: common_pb2.ModuleRef, what: str) -> tuple[registry_pb2.ModuleInfo, bytes]:
         try:
             return self.registry.download(ref.module_id, ref.sha256, ref.size_bytes, f"{what} {ref.module_id}")
-        except RegistryError as exc:
-            code = exc.code or grpc.StatusCode.INVALID_ARGUMENT  # no code: the bytes failed our checks
-            raise EvaluateError(code, str(exc)) from None
-        except SiteAgentError as exc:
-            raise EvaluateError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        except RegistryError as exc:  # unreachable: UNAVAILABLE; no code: the bytes failed our checks
+            raise EvaluateError(exc.code or grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
     def _fetch_module(self, ref: common_pb2.ModuleRef, what: str, role: int, task: str = "") -> SpecModule:
         info, data = self._download(ref, what)

@@ -17,10 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
-
+import common.samples
 from transplant.data import CategoryDataset, Split
 from transplant.spec import (ModuleSpec, SpecError, SpecModule, WeightsError, load_module, save_module,
                             weights_from_bytes)
@@ -156,25 +153,19 @@ def category_sha256(directory: Path | str) -> str:
 
 
 def samples_to_bytes(samples: Split) -> bytes:
-    tensors = {"images": samples.images.float().contiguous(), "labels": samples.labels.long().contiguous()}
-    if samples.masks is not None:
-        tensors["masks"] = samples.masks.long().contiguous()
-    return st_save(tensors, metadata={"format": "transplant.samples.v1"})
+    return common.samples.samples_to_bytes(samples.images, samples.labels, samples.masks)
 
 
 def samples_from_bytes(data: bytes) -> Split:
     try:
-        tensors = st_load(data)
-        return Split(tensors["images"], tensors["labels"], tensors.get("masks"))
-    except (SafetensorError, KeyError, ValueError, RuntimeError) as exc:
-        raise SiteAgentError(f"shared samples are not a valid samples file: {exc}") from None
+        return Split(*common.samples.samples_from_bytes(data))
+    except ValueError as exc:
+        raise SiteAgentError(f"shared samples are {exc}") from None
 
 
 def samples_spec(samples: Split) -> dict[str, Any]:
     """The declarative description sent in place of a module spec for a samples upload."""
-    return {"format": "transplant.samples.v1", "num_samples": len(samples),
-            "image_shape": list(samples.images.shape[1:]), "has_masks": samples.masks is not None,
-            "positives": int((samples.labels == 1).sum())}
+    return common.samples.samples_spec(samples.images, samples.labels, samples.masks)
 
 
 def load_samples(directory: Path | str) -> Split | None:

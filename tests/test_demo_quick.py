@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from coordinator.demo import DemoOptions, run_demo
+from demo.run import DemoOptions, run_demo
 from transplant.net import TransplantNet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+from common.patterns import SHA256_HEX as _SHA256_HEX
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.@=+-]+$")
 DEFAULT_CHUNK_SIZE = 1 << 20
 

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from coordinator import admin
-from coordinator.registry_client import download, make_header, upload
+from common.registry_client import download, make_header, upload
 from coordinator.server import CoordinatorConfig, start_coordinator
 from coordinator.store import open_store
 from coordinator.store.manifests import load_latest_net
 from protos.nt.v1 import (common_pb2, control_pb2, control_pb2_grpc, heartbeat_pb2, heartbeat_pb2_grpc,
                           registry_pb2_grpc, site_pb2, site_pb2_grpc)
-from tests.coordinator.coord_helpers import TINY
+from tests.helpers.registry import TINY
 from transplant.adapter import adapter_from_bytes
 from transplant.architectures import teacher_specs
 from transplant.data import load_digits_category

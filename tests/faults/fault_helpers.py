@@ -8,9 +8,10 @@ from concurrent import futures
 
 import grpc
 
-from coordinator import auth
+from common.bearer import hash_token
+from common.guard import RequireTokenInterceptor
 from protos.nt.v1 import common_pb2, control_pb2, site_pb2, site_pb2_grpc
-from tests.security.sec_helpers import TERMINAL
+from tests.helpers.cluster import TERMINAL
 
 
 class InstantSite(site_pb2_grpc.SiteAgentServicer):
@@ -35,7 +36,7 @@ class InstantSite(site_pb2_grpc.SiteAgentServicer):
 
 def serve_site(servicer, token: str | None = None, threads: int = 8) -> tuple[grpc.Server, str]:
     """A SiteAgent server on loopback; with `token`, Evaluate needs it (as `--coordinator-token-sha256`)."""
-    interceptors = [auth.RequireTokenInterceptor(auth.hash_token(token))] if token else []
+    interceptors = [RequireTokenInterceptor(hash_token(token))] if token else []
     server = grpc.server(futures.ThreadPoolExecutor(threads), interceptors=interceptors)
     site_pb2_grpc.add_SiteAgentServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")

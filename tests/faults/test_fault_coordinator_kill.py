@@ -15,17 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from coordinator import auth
+from common.guard import ADMIN, SITE
 from coordinator.ledger import EVALUATING, SUCCEEDED, Ledger
 from coordinator.netbook import NetBook
 from coordinator.server import reconcile_committed_jobs
 from coordinator.store import LocalStore
+from coordinator.tokens import new_token
 from coordinator.store.manifests import (AdapterEntry, NetManifest, commit_net, list_net_versions,
                                          load_latest_net, load_module_record, load_net, net_latest_key,
                                          net_version_key)
 from protos.nt.v1 import control_pb2, heartbeat_pb2
 from tests.faults.fault_helpers import InstantSite, serve_site, wait_terminal
-from tests.security.sec_helpers import TASK, issue, job_spec, push_site, stubs
+from tests.helpers.cluster import TASK, issue, job_spec, push_site, stubs
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 CATEGORIES = ("1", "2", "3", "4", "5")
@@ -85,9 +86,9 @@ class Coordinator:
 def test_sigkill_mid_jobs_then_restart(ray_session, tmp_path) -> None:
     ray_address = ray_session.get_runtime_context().gcs_address
     auth_file, token_file = tmp_path / "auth.json", tmp_path / "coordinator.token"
-    tokens = {site: issue(auth_file, auth.SITE, site) for site in ("site-t", "site-g", "site-x")}
-    admin_token = issue(auth_file, auth.ADMIN, "ops")
-    coordinator_token = auth.new_token()
+    tokens = {site: issue(auth_file, SITE, site) for site in ("site-t", "site-g", "site-x")}
+    admin_token = issue(auth_file, ADMIN, "ops")
+    coordinator_token = new_token()
     token_file.write_text(coordinator_token)
     site = InstantSite()
     site_server, endpoint = serve_site(site, token=coordinator_token)  # refuses Evaluate without the token

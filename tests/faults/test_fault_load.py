@@ -14,13 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from coordinator import auth
-from coordinator.registry_client import make_header, upload
+from common.guard import ADMIN, SITE
+from common.registry_client import make_header, upload
 from coordinator.store import LocalStore
 from coordinator.store.manifests import list_module_records, list_net_versions, load_latest_net
+from coordinator.tokens import new_token
 from protos.nt.v1 import common_pb2, control_pb2, heartbeat_pb2
 from tests.faults.fault_helpers import InstantSite, serve_site, wait_terminal
-from tests.security.sec_helpers import coordinator, issue, job_spec, push_site, site_modules, stubs
+from tests.helpers.cluster import coordinator, issue, job_spec, push_site, site_modules, stubs
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 log = logging.getLogger(__name__)
@@ -31,9 +32,9 @@ TIME_LIMIT_S = 200.0
 
 def test_load(ray_session, tmp_path) -> None:
     auth_file, token_file = tmp_path / "auth.json", tmp_path / "coordinator.token"
-    tokens = {f"site-{i}": issue(auth_file, auth.SITE, f"site-{i}") for i in range(SITES)}
-    admin_token = issue(auth_file, auth.ADMIN, "ops")
-    coordinator_token = auth.new_token()
+    tokens = {f"site-{i}": issue(auth_file, SITE, f"site-{i}") for i in range(SITES)}
+    admin_token = issue(auth_file, ADMIN, "ops")
+    coordinator_token = new_token()
     token_file.write_text(coordinator_token)
     site = InstantSite()
     site.silent.add(SILENT)

@@ -9,7 +9,7 @@ import pytest
 from coordinator import scheduler as scheduler_module
 from protos.nt.v1 import control_pb2, heartbeat_pb2
 from tests.faults.fault_helpers import InstantSite, serve_site, wait_terminal
-from tests.security.sec_helpers import coordinator, job_spec, push_site, stubs
+from tests.helpers.cluster import coordinator, job_spec, push_site, stubs
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -11,12 +11,12 @@ from concurrent import futures
 import grpc
 import pytest
 
-from coordinator.registry_client import make_header, upload_requests
+from common.registry_client import make_header, upload_requests
 from coordinator.registry_service import RegistryService
 from coordinator.store import LocalStore
 from coordinator.store.manifests import list_module_records
 from protos.nt.v1 import common_pb2, registry_pb2_grpc
-from tests.security.sec_helpers import site_modules
+from tests.helpers.cluster import site_modules
 
 pytestmark = pytest.mark.faults
 CHUNK = 128
@@ -74,7 +74,7 @@ def test_killed_client_process_leaves_nothing(registry, tmp_path) -> None:
     ready = tmp_path / "ready"
     script = textwrap.dedent(f"""
         import pathlib, time, grpc
-        from coordinator.registry_client import make_header, upload_requests
+        from common.registry_client import make_header, upload_requests
         from protos.nt.v1 import common_pb2, registry_pb2_grpc
         spec = pathlib.Path({str(tmp_path / 'spec.json')!r}).read_text()
         data = pathlib.Path({str(tmp_path / 'weights')!r}).read_bytes()
@@ -98,6 +98,6 @@ def test_killed_client_process_leaves_nothing(registry, tmp_path) -> None:
     wait_until(lambda: not leftovers(store, spool), 15, f"left behind: {leftovers(store, spool)}")
     assert not list_module_records(store)
     # the registry is fine afterwards: the same module uploads completely
-    from coordinator.registry_client import upload
+    from common.registry_client import upload
     header = make_header("site-k", "3", common_pb2.CATEGORY, data, spec, feature_norm_mean=1.0)
     assert upload(registry_pb2_grpc.ModuleRegistryStub(channel), header, data, chunk_size=CHUNK).sha256 == header.sha256

@@ -10,17 +10,21 @@ from concurrent import futures
 import grpc
 import pytest
 
+from common.bearer import SITE_TOKEN_ENV, hash_token
+from common.guard import ADMIN, RequireTokenInterceptor, SITE
+from common.registry_client import download, make_header, upload
+from common.security import ClientSecurity, PLAINTEXT
 from coordinator import auth
 from coordinator.__main__ import main as coordinator_main
 from coordinator.admin import main as admin_main
 from coordinator.ledger import Ledger
-from coordinator.registry_client import download, make_header, upload
 from coordinator.site_client import EvaluationError, SiteClient
 from coordinator.store.manifests import ModuleRecord
+from coordinator.tokens import AuthFileError, TokenTable, new_token, save_auth_file
 from coordinator.worker import JobPlan
 from protos.nt.v1 import (common_pb2, control_pb2, heartbeat_pb2, registry_pb2, site_pb2, site_pb2_grpc)
-from tests.security.sec_helpers import TASK, issue, job_spec, push_site, site_modules, stubs
-from tests.security.sec_helpers import coordinator as start
+from tests.helpers.cluster import TASK, issue, job_spec, push_site, site_modules, stubs
+from tests.helpers.cluster import coordinator as start
 from transplant.job import JobConfig
 
 pytestmark = pytest.mark.security
@@ -31,12 +35,12 @@ DENIED, UNAUTH = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICA
 def world(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("auth")
     auth_file = root / "auth.json"
-    tokens = {name: issue(auth_file, auth.SITE, name) for name in ("site-a", "site-b")}
-    tokens["admin"] = issue(auth_file, auth.ADMIN, "alice")
+    tokens = {name: issue(auth_file, SITE, name) for name in ("site-a", "site-b")}
+    tokens["admin"] = issue(auth_file, ADMIN, "alice")
     handle = start(root, auth_file=auth_file)
     clients = {name: stubs(handle.address, token) for name, token in tokens.items()}
     clients["anonymous"] = stubs(handle.address)
-    clients["wrong"] = stubs(handle.address, auth.new_token())
+    clients["wrong"] = stubs(handle.address, new_token())
     ids = {site: push_site(clients[site].registry, site, "3", seed) for seed, site in enumerate(("site-a", "site-b"))}
     yield {"handle": handle, "auth_file": auth_file, "tokens": tokens, "c": clients, "ids": ids, "root": root}
     for client in clients.values():
@@ -150,7 +154,7 @@ def test_token_rotation_and_revocation_without_restart(world, capsys) -> None:
     first = capsys.readouterr().out.strip()
     assert len(first) >= 43 and first not in auth_file
     doc = json.loads(world["auth_file"].read_text())
-    assert doc["sites"]["site-r"] == auth.hash_token(first) and first not in world["auth_file"].read_text()
+    assert doc["sites"]["site-r"] == hash_token(first) and first not in world["auth_file"].read_text()
     assert world["auth_file"].stat().st_mode & 0o777 == 0o600
     old = stubs(address, first)
     assert old.heartbeat.Ping(heartbeat_pb2.PingRequest(site_id="site-r", endpoint="127.0.0.1:9")).ok
@@ -175,7 +179,7 @@ def test_token_rotation_and_revocation_without_restart(world, capsys) -> None:
         world["auth_file"].write_text("{not json")
         assert code_of(lambda: site_a.registry.List(registry_pb2.ListModulesRequest())) == grpc.StatusCode.UNAVAILABLE
     finally:
-        auth.save_auth_file(world["auth_file"], json.loads(good))
+        save_auth_file(world["auth_file"], json.loads(good))
     assert site_a.registry.List(registry_pb2.ListModulesRequest()) is not None
     old.close()
     new.close()
@@ -184,13 +188,13 @@ def test_token_rotation_and_revocation_without_restart(world, capsys) -> None:
 def test_bad_auth_file_stops_start_up(tmp_path) -> None:
     bad = tmp_path / "auth.json"
     bad.write_text(json.dumps({"sites": {"../x": "0" * 64}}))
-    with pytest.raises(auth.AuthFileError, match="invalid name"):
-        auth.TokenTable(bad)
+    with pytest.raises(AuthFileError, match="invalid name"):
+        TokenTable(bad)
     bad.write_text(json.dumps({"sites": {"a": "not-a-digest"}}))
-    with pytest.raises(auth.AuthFileError, match="sha256"):
-        auth.TokenTable(bad)
-    with pytest.raises(auth.AuthFileError, match="cannot read"):
-        auth.TokenTable(tmp_path / "missing.json")
+    with pytest.raises(AuthFileError, match="sha256"):
+        TokenTable(bad)
+    with pytest.raises(AuthFileError, match="cannot read"):
+        TokenTable(tmp_path / "missing.json")
 
 
 # coordinator -> site ------------------------------------------------------------------------------
@@ -209,9 +213,9 @@ def _plan() -> JobPlan:
 
 
 def test_site_requires_the_coordinators_token(tmp_path) -> None:
-    token = auth.new_token()
+    token = new_token()
     server = grpc.server(futures.ThreadPoolExecutor(2),
-                         interceptors=[auth.RequireTokenInterceptor(auth.hash_token(token))])
+                         interceptors=[RequireTokenInterceptor(hash_token(token))])
     site_pb2_grpc.add_SiteAgentServicer_to_server(InstantSite(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -219,9 +223,9 @@ def test_site_requires_the_coordinators_token(tmp_path) -> None:
     ledger.record_site("site-a", f"127.0.0.1:{port}")
     adapter = common_pb2.ModuleRef(module_id="a", sha256="2" * 64, size_bytes=1)
     try:
-        good = SiteClient(ledger, 5, auth.ClientSecurity(token=token))
+        good = SiteClient(ledger, 5, ClientSecurity(token=token))
         assert good.evaluate(_plan(), adapter, "{}") == {"error_rate": 1.0}
-        for security in (auth.PLAINTEXT, auth.ClientSecurity(token=auth.new_token())):
+        for security in (PLAINTEXT, ClientSecurity(token=new_token())):
             start_s = time.monotonic()
             with pytest.raises(EvaluationError, match="refused the coordinator's credentials: UNAUTHENTICATED"):
                 SiteClient(ledger, 5, security).evaluate(_plan(), adapter, "{}")
@@ -244,12 +248,12 @@ def test_site_agent_cli_and_heartbeat_send_the_site_token(world, monkeypatch, ca
     assert "PERMISSION_DENIED" in capsys.readouterr().err
     assert site_main(["list", "--site-id", "site-a", "--coordinator", address]) == 2  # no token
     assert "UNAUTHENTICATED" in capsys.readouterr().err
-    monkeypatch.setenv(auth.SITE_TOKEN_ENV, world["tokens"]["site-b"])
+    monkeypatch.setenv(SITE_TOKEN_ENV, world["tokens"]["site-b"])
     assert site_main(["list", "--site-id", "site-b", "--coordinator", address]) == 0
     assert site_main(["delete", "--site-id", "site-b", "--coordinator", address, world["ids"]["site-a"][0]]) == 2
     assert "PERMISSION_DENIED" in capsys.readouterr().err
 
-    security = auth.ClientSecurity(token=world["tokens"]["site-a"])
+    security = ClientSecurity(token=world["tokens"]["site-a"])
     beat = Heartbeat(address, "site-a", "127.0.0.1:1", 5.0, security)
     imposter = Heartbeat(address, "site-b", "127.0.0.1:1", 5.0, security)
     try:
@@ -267,5 +271,5 @@ def test_every_coordinator_method_has_a_role_rule() -> None:
         for method in module.DESCRIPTOR.services_by_name[service].methods_by_name:
             roles = auth.roles_for(f"/transplant.v1.{service}/{method}")
             assert roles, f"{service}/{method} has no role rule in coordinator.auth.METHOD_ROLES"
-            assert roles == ({auth.ADMIN} if service == "Control" else roles)
+            assert roles == ({ADMIN} if service == "Control" else roles)
     assert auth.roles_for("/transplant.v1.ModuleRegistry/Purge") == frozenset()

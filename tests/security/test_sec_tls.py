@@ -7,13 +7,16 @@ from concurrent import futures
 import grpc
 import pytest
 
-from coordinator import auth
+from common.bearer import hash_token, read_token
+from common.guard import RequireTokenInterceptor, SITE
+from common.security import ClientSecurity
 from coordinator.ledger import Ledger
 from coordinator.site_client import EvaluationError, SiteClient
+from coordinator.tokens import new_token
 from protos.nt.v1 import common_pb2, registry_pb2, site_pb2_grpc
 from site_agent.cli import _serving, build_parser
-from tests.security.sec_helpers import issue, push_site, stubs, write_pki
-from tests.security.sec_helpers import coordinator as start
+from tests.helpers.cluster import issue, push_site, stubs, write_pki
+from tests.helpers.cluster import coordinator as start
 from tests.security.test_sec_auth import InstantSite, _plan
 
 pytestmark = pytest.mark.security
@@ -38,19 +41,19 @@ def _refused(client) -> grpc.StatusCode:
 
 def test_tls_server_refuses_plaintext(ray_session, tmp_path, pki) -> None:
     auth_file = tmp_path / "auth.json"
-    token = issue(auth_file, auth.SITE, "site-a")
+    token = issue(auth_file, SITE, "site-a")
     handle = start(tmp_path, auth_file=auth_file, tls_cert=pki["server_cert"], tls_key=pki["server_key"])
     try:
         assert _refused(stubs(handle.address, token)) in REFUSED  # plaintext
         # a client that does not trust the server's CA refuses the server
-        assert _refused(stubs(handle.address, security=auth.ClientSecurity.from_files(
+        assert _refused(stubs(handle.address, security=ClientSecurity.from_files(
             token, tls_ca=pki["rogue_ca"]))) in REFUSED
-        good = stubs(handle.address, security=auth.ClientSecurity.from_files(token, tls_ca=pki["ca"]))
+        good = stubs(handle.address, security=ClientSecurity.from_files(token, tls_ca=pki["ca"]))
         push_site(good.registry, "site-a", "3", seed=1)
         assert len(_list(good).modules) == 2
         good.close()
         # TLS does not replace the token
-        anonymous = stubs(handle.address, security=auth.ClientSecurity.from_files(None, tls_ca=pki["ca"]))
+        anonymous = stubs(handle.address, security=ClientSecurity.from_files(None, tls_ca=pki["ca"]))
         with pytest.raises(grpc.RpcError) as err:
             _list(anonymous)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -61,17 +64,17 @@ def test_tls_server_refuses_plaintext(ray_session, tmp_path, pki) -> None:
 
 def test_mutual_tls(ray_session, tmp_path, pki) -> None:
     auth_file = tmp_path / "auth.json"
-    token = issue(auth_file, auth.SITE, "site-a")
+    token = issue(auth_file, SITE, "site-a")
     handle = start(tmp_path, auth_file=auth_file, tls_cert=pki["server_cert"], tls_key=pki["server_key"],
                    tls_client_ca=pki["ca"])
     try:
         assert _refused(stubs(handle.address, token)) in REFUSED  # plaintext
-        no_cert = auth.ClientSecurity.from_files(token, tls_ca=pki["ca"])
+        no_cert = ClientSecurity.from_files(token, tls_ca=pki["ca"])
         assert _refused(stubs(handle.address, security=no_cert)) in REFUSED
-        rogue = auth.ClientSecurity.from_files(token, tls_ca=pki["ca"], tls_cert=pki["rogue_cert"],
+        rogue = ClientSecurity.from_files(token, tls_ca=pki["ca"], tls_cert=pki["rogue_cert"],
                                                tls_key=pki["rogue_key"])
         assert _refused(stubs(handle.address, security=rogue)) in REFUSED  # a client cert from another CA
-        right = auth.ClientSecurity.from_files(token, tls_ca=pki["ca"], tls_cert=pki["client_cert"],
+        right = ClientSecurity.from_files(token, tls_ca=pki["ca"], tls_cert=pki["client_cert"],
                                                tls_key=pki["client_key"])
         client = stubs(handle.address, security=right)
         assert push_site(client.registry, "site-a", "3", seed=2)
@@ -83,14 +86,14 @@ def test_mutual_tls(ray_session, tmp_path, pki) -> None:
 
 def test_coordinator_calls_sites_over_tls_with_its_token(tmp_path, pki) -> None:
     """The SiteAgent side as `python -m site_agent serve --tls-cert/--tls-key --coordinator-token-sha256` sets it up."""
-    token = auth.new_token()
+    token = new_token()
     (tmp_path / "token").write_text(token)
     args = build_parser().parse_args(["serve", "--workspace", str(tmp_path), "--coordinator", "127.0.0.1:1",
                                       "--tls-cert", str(pki["server_cert"]), "--tls-key", str(pki["server_key"]),
-                                      "--coordinator-token-sha256", auth.hash_token(token).upper()])
+                                      "--coordinator-token-sha256", hash_token(token).upper()])
     digest, credentials = _serving(args)
-    assert digest == auth.hash_token(token) and credentials is not None
-    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[auth.RequireTokenInterceptor(digest)])
+    assert digest == hash_token(token) and credentials is not None
+    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[RequireTokenInterceptor(digest)])
     site_pb2_grpc.add_SiteAgentServicer_to_server(InstantSite(), server)
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
@@ -98,12 +101,12 @@ def test_coordinator_calls_sites_over_tls_with_its_token(tmp_path, pki) -> None:
     ledger.record_site("site-a", f"127.0.0.1:{port}")
     adapter = common_pb2.ModuleRef(module_id="a", sha256="2" * 64, size_bytes=1)
     try:
-        security = auth.ClientSecurity.from_files(auth.read_token(tmp_path / "token"), tls_ca=pki["ca"])
+        security = ClientSecurity.from_files(read_token(tmp_path / "token"), tls_ca=pki["ca"])
         assert SiteClient(ledger, 5, security).evaluate(_plan(), adapter, "{}") == {"error_rate": 1.0}
         with pytest.raises(EvaluationError, match="did not answer"):  # plaintext to a TLS site: no answer
-            SiteClient(ledger, 2, auth.ClientSecurity(token=token)).evaluate(_plan(), adapter, "{}")
+            SiteClient(ledger, 2, ClientSecurity(token=token)).evaluate(_plan(), adapter, "{}")
         with pytest.raises(EvaluationError, match="UNAUTHENTICATED"):
-            SiteClient(ledger, 5, auth.ClientSecurity.from_files(None, tls_ca=pki["ca"])).evaluate(
+            SiteClient(ledger, 5, ClientSecurity.from_files(None, tls_ca=pki["ca"])).evaluate(
                 _plan(), adapter, "{}")
     finally:
         server.stop(0)

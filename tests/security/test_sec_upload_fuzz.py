@@ -21,14 +21,15 @@ from hypothesis import strategies as st
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from coordinator import auth
+from common.bearer import MAX_TOKEN_CHARS, bearer_token, hash_token
 from coordinator.registry_service import RegistryService
 from coordinator.store import LocalStore
 from coordinator.store.manifests import list_module_records
+from coordinator.tokens import TokenTable, new_token
 from coordinator.validation import NAME, UploadLimits, UploadRejected
 from protos.nt.v1 import chunk_pb2, common_pb2, registry_pb2, registry_pb2_grpc
-from tests.coordinator.coord_helpers import serve_registry
-from tests.security.sec_helpers import TASK, site_modules
+from tests.helpers.cluster import TASK, site_modules
+from tests.helpers.registry import serve_registry
 from transplant.adapter import Adapter, AdapterConfig, adapter_from_bytes, adapter_to_bytes
 from transplant.spec import ModuleSpec, weights_from_bytes
 
@@ -290,7 +291,7 @@ def test_over_grpc_every_refusal_has_a_clean_status(tmp_path_factory, role, payl
                           st.one_of(st.text(max_size=700), st.binary(max_size=64).map(lambda b: "Bearer " + b.hex()),
                                     st.just("Bearer"), st.just("Bearer "))), max_size=3))
 def test_random_authorization_metadata_never_authenticates(metadata) -> None:
-    table = auth.TokenTable.from_doc({"admins": {"alice": auth.hash_token(auth.new_token())}, "sites": {}})
-    token = auth.bearer_token(metadata)
-    assert token is None or (0 < len(token) <= auth.MAX_TOKEN_CHARS)
+    table = TokenTable.from_doc({"admins": {"alice": hash_token(new_token())}, "sites": {}})
+    token = bearer_token(metadata)
+    assert token is None or (0 < len(token) <= MAX_TOKEN_CHARS)
     assert token is None or table.identify(token) is None

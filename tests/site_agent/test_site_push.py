@@ -5,10 +5,10 @@ import hashlib
 
 import pytest
 
+from common.errors import RegistryError, RegistryUnavailable
 from protos.nt.v1 import common_pb2
 from site_agent import teacher_io
-from site_agent.client import RegistryClient, RegistryError
-from site_agent.errors import SiteAgentError
+from site_agent.client import RegistryClient
 from transplant.spec import ModuleSpec, weights_from_bytes
 
 
@@ -54,7 +54,7 @@ def test_push_other_error_names_the_module(workspace, coordinator):
 
 def test_push_unreachable_gives_up(workspace):
     with RegistryClient("127.0.0.1:1", retries=2, backoff_s=0.01) as client:
-        with pytest.raises(SiteAgentError, match="unreachable after 2"):
+        with pytest.raises(RegistryUnavailable, match="unreachable after 2"):
             client.push_workspace(workspace, progress=False)
 
 

@@ -1,4 +1,4 @@
-"""Shared by the security and fault tests: throw-away PKI, tiny modules, tokens, a coordinator on loopback."""
+"""A small system for the security and fault tests: throw-away PKI, tiny modules, tokens, a coordinator on loopback."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from coordinator import auth
-from coordinator.registry_client import make_header, upload
+from common.registry_client import make_header, upload
+from common.security import ClientSecurity
 from coordinator.server import CoordinatorConfig, CoordinatorHandle, start_coordinator
+from coordinator.tokens import issue_token
 from protos.nt.v1 import common_pb2, control_pb2, control_pb2_grpc, heartbeat_pb2_grpc, registry_pb2_grpc
 from transplant.architectures import teacher_specs, vgg_small
 from transplant.spec import build_module, weights_to_bytes
@@ -128,7 +129,7 @@ def job_spec(teacher: str, generic: str, category: str, steps: int = 20, layers:
 # tokens and clients --------------------------------------------------------------------------------
 
 def issue(auth_file: Path, role: str, name: str) -> str:
-    return auth.issue_token(auth_file, role, name)
+    return issue_token(auth_file, role, name)
 
 
 @dataclass
@@ -142,8 +143,8 @@ class Stubs:
         self.channel.close()
 
 
-def stubs(address: str, token: str | None = None, security: auth.ClientSecurity | None = None) -> Stubs:
-    security = security or auth.ClientSecurity(token=token)
+def stubs(address: str, token: str | None = None, security: ClientSecurity | None = None) -> Stubs:
+    security = security or ClientSecurity(token=token)
     channel = security.channel(address)
     return Stubs(channel, registry_pb2_grpc.ModuleRegistryStub(channel), control_pb2_grpc.ControlStub(channel),
                  heartbeat_pb2_grpc.HeartbeatStub(channel))

@@ -1,0 +1,265 @@
+"""The auth file and its CLI: issuing, rotating, revoking and listing access tokens.
+
+Tokens are random (`secrets.token_urlsafe(32)`) and shown once; only their sha256 is stored, in an
+auth file (JSON, mode 0600, replaced atomically):
+
+    {"admins": {"alice": "<sha256 hex>"}, "sites": {"site-3": "<sha256 hex>"}}
+
+`TokenTable` is that file in memory on the server, re-read when it changes (mtime/size/inode), so
+issuing, rotating or revoking a token needs no restart.
+
+    python -m coordinator token new    --auth-file FILE --role site|admin --name NAME
+    python -m coordinator token revoke --auth-file FILE --role site|admin --name NAME
+    python -m coordinator token list   --auth-file FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from common.bearer import hash_token
+from common.guard import ADMIN, ROLES, SITE, Caller
+from common.patterns import NAME, NAME_RULE, SHA256_HEX
+
+log = logging.getLogger(__name__)
+_TABLES = {ADMIN: "admins", SITE: "sites"}
+
+
+class AuthFileError(ValueError):
+    """The auth file is missing, unreadable or malformed."""
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _empty() -> dict[str, dict[str, str]]:
+    return {"admins": {}, "sites": {}}
+
+
+def parse_auth_doc(doc: Any) -> dict[str, dict[str, str]]:
+    if not isinstance(doc, dict) or set(doc) - set(_TABLES.values()):
+        raise AuthFileError('the auth file must be a JSON object {"admins": {...}, "sites": {...}}')
+    out = _empty()
+    for table in _TABLES.values():
+        entries = doc.get(table, {})
+        if not isinstance(entries, dict):
+            raise AuthFileError(f"{table!r} must map names to sha256 hex digests")
+        for name, digest in entries.items():
+            if not isinstance(name, str) or not NAME.match(name):
+                raise AuthFileError(f"invalid name {name!r} in {table!r}")
+            if not isinstance(digest, str) or not SHA256_HEX.match(digest):
+                raise AuthFileError(f"{table}.{name}: not a lowercase sha256 hex digest")
+            out[table][name] = digest
+    return out
+
+
+def load_auth_file(path: Path | str) -> dict[str, dict[str, str]]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AuthFileError(f"cannot read auth file {path}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise AuthFileError(f"auth file {path} is not valid JSON: {exc}") from None
+    return parse_auth_doc(doc)
+
+
+def save_auth_file(path: Path | str, doc: dict[str, dict[str, str]]) -> None:
+    """Atomic (temp file + fsync + rename in the same folder), readable by the owner only."""
+    path = Path(path)
+    data = json.dumps(parse_auth_doc(doc), indent=1, sort_keys=True).encode("utf-8") + b"\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o600)  # whatever the umask
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialises concurrent `token` commands on the same auth file."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _check_role_name(role: str, name: str) -> str:
+    if role not in ROLES:
+        raise AuthFileError(f"role must be one of {ROLES}, got {role!r}")
+    if not NAME.match(name or ""):
+        raise AuthFileError(f"invalid name {name!r}: {NAME_RULE}")
+    return _TABLES[role]
+
+
+def issue_token(path: Path | str, role: str, name: str) -> str:
+    """A new token for role/name (replacing any existing one: rotation); returns the token itself."""
+    table = _check_role_name(role, name)
+    path = Path(path)
+    with _locked(path):
+        doc = load_auth_file(path) if path.exists() else _empty()
+        token = new_token()
+        doc[table][name] = hash_token(token)
+        save_auth_file(path, doc)
+    return token
+
+
+def revoke_token(path: Path | str, role: str, name: str) -> bool:
+    """True if role/name had a token and it is now gone."""
+    table = _check_role_name(role, name)
+    path = Path(path)
+    with _locked(path):
+        doc = load_auth_file(path)
+        if doc[table].pop(name, None) is None:
+            return False
+        save_auth_file(path, doc)
+    return True
+
+
+def list_tokens(path: Path | str) -> list[tuple[str, str]]:
+    doc = load_auth_file(path)
+    return [(role, name) for role in ROLES for name in sorted(doc[_TABLES[role]])]
+
+
+class TokenTable:
+    """The auth file in memory; re-read whenever the file changes. Thread-safe.
+
+    If a changed file cannot be read or parsed, every call is refused (fail closed) until it is fixed.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path: Path | None = Path(path)
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self._entries: list[tuple[str, Caller]] = []
+        self._error: str | None = None
+        self._load(self._file_stamp())  # a broken file at start-up is an error, not a refusal
+        if self._error:
+            raise AuthFileError(self._error)
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> TokenTable:  # tests
+        table = cls.__new__(cls)
+        table.path, table._lock, table._stamp, table._error = None, threading.Lock(), None, None
+        table._entries = _entries(parse_auth_doc(doc))
+        return table
+
+    def _file_stamp(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
+
+    def _load(self, stamp: tuple | None) -> None:
+        self._stamp = stamp
+        try:
+            self._entries, self._error = _entries(load_auth_file(self.path)), None
+        except AuthFileError as exc:
+            self._entries, self._error = [], str(exc)
+            log.error("%s: refusing every RPC until the auth file is fixed", exc)
+            return
+        log.info("auth file %s loaded: %d admin(s), %d site(s)", self.path,
+                 sum(c.role == ADMIN for _, c in self._entries), sum(c.role == SITE for _, c in self._entries))
+
+    def refresh(self) -> None:
+        if self.path is None:
+            return
+        stamp = self._file_stamp()
+        with self._lock:
+            if stamp != self._stamp:
+                self._load(stamp)
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    def identify(self, token: str) -> Caller | None:
+        """The caller a token belongs to, or None. Compares digests in constant time, all of them."""
+        self.refresh()
+        digest = hash_token(token)
+        with self._lock:
+            entries = self._entries
+        found = None
+        for stored, caller in entries:
+            if hmac.compare_digest(stored, digest) and found is None:
+                found = caller
+        return found
+
+
+def _entries(doc: dict[str, dict[str, str]]) -> list[tuple[str, Caller]]:
+    return [(digest, Caller(role, name)) for role in ROLES for name, digest in doc[_TABLES[role]].items()]
+
+
+# CLI: python -m coordinator token ...
+
+def add_token_commands(commands: Any) -> None:
+    """Adds `token new|revoke|list` to an argparse subparsers object."""
+    token = commands.add_parser("token", help="issue, rotate, revoke and list access tokens (auth file)")
+    actions = token.add_subparsers(dest="action", required=True)
+    for action, text in (("new", "issue a token (replaces an existing one: rotation); printed once"),
+                         ("revoke", "remove a token"), ("list", "list who holds a token (never the tokens)")):
+        parser = actions.add_parser(action, help=text)
+        parser.add_argument("--auth-file", required=True, type=Path, help="the coordinator's auth file (JSON)")
+        if action != "list":
+            parser.add_argument("--role", required=True, choices=[SITE, ADMIN])
+            parser.add_argument("--name", required=True, help="site id (role site) or admin name (role admin)")
+
+
+def run_token_command(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "new":
+            token = issue_token(args.auth_file, args.role, args.name)
+            print(token)
+            print(f"issued {'an' if args.role == ADMIN else 'a'} {args.role} token for {args.name!r} in "
+                  f"{args.auth_file}; it is shown only once (the file keeps its sha256)", file=sys.stderr)
+            return 0
+        if args.action == "revoke":
+            if not revoke_token(args.auth_file, args.role, args.name):
+                print(f"error: no {args.role} token for {args.name!r} in {args.auth_file}", file=sys.stderr)
+                return 2
+            print(f"revoked the {args.role} token of {args.name!r}")
+            return 0
+        for role, name in list_tokens(args.auth_file):
+            print(f"{role}\t{name}")
+        return 0
+    except AuthFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["AuthFileError", "TokenTable", "add_token_commands", "issue_token", "list_tokens", "load_auth_file",
+           "new_token", "parse_auth_doc", "revoke_token", "run_token_command", "save_auth_file"]
