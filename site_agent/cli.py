@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 from common.errors import WireError
 from transplant.runtime import configure_threads
 
-from site_agent import teacher_io
 from site_agent.data import SOURCE_HELP
 from site_agent.errors import SiteAgentError
+from site_agent.workspace import exists, load_info
 
 EXAMPLES = """examples:
   python -m site_agent train --site-id site-3 --data digits:3 --workspace ws/site-3
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     from site_agent.train import TrainOptions, train_site
 
-    if teacher_io.exists(args.workspace) and not getattr(args, "force", False):
+    if exists(args.workspace) and not getattr(args, "force", False):
         raise SiteAgentError(f"workspace {args.workspace} already holds a teacher; use --force to retrain")
     opts = TrainOptions(site_id=args.site_id, data=args.data, size=args.size, width=args.width, depth=args.depth,
                         fc=args.fc, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, cosine=args.cosine, seed=args.seed,
@@ -178,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from site_agent.client import RegistryClient
 
-    teacher_io.load_info(args.workspace)  # "missing workspace" before any network wait
+    load_info(args.workspace)  # "missing workspace" before any network wait
     with RegistryClient(args.coordinator, retries=args.retries, security=_security(args)) as registry:
         ids = registry.push_workspace(args.workspace, progress=not args.no_progress)
     for name, ref in ids.items():
@@ -209,8 +209,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if teacher_io.exists(args.workspace):
-        info = teacher_io.load_info(args.workspace)
+    if exists(args.workspace):
+        info = load_info(args.workspace)
         if args.site_id and args.site_id != info.site_id:
             raise SiteAgentError(f"workspace {args.workspace} belongs to site '{info.site_id}', not '{args.site_id}'")
         if args.data and args.data != info.data:
@@ -230,7 +230,7 @@ def _site_id(args: argparse.Namespace) -> str:
         return args.site_id
     if args.workspace is None:
         raise SiteAgentError("give --site-id or --workspace")
-    return teacher_io.load_info(args.workspace).site_id
+    return load_info(args.workspace).site_id
 
 
 def cmd_list(args: argparse.Namespace) -> int:

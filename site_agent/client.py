@@ -14,8 +14,7 @@ from common import registry_client
 from common.patterns import CATEGORY, ROLE_TO_PB, TASK
 from protos.nt.v1 import registry_pb2
 
-from site_agent import teacher_io
-from site_agent.teacher_io import ModuleFile, SiteInfo
+from site_agent.workspace import ModuleFile, SiteInfo, load_info, module_files, save_pushed
 
 
 def header_for(module: ModuleFile, info: SiteInfo) -> registry_pb2.UploadHeader:
@@ -41,12 +40,12 @@ def header_for(module: ModuleFile, info: SiteInfo) -> registry_pb2.UploadHeader:
 class RegistryClient(registry_client.RegistryClient):
     def push_workspace(self, workspace: Path | str, progress: bool = True) -> dict[str, dict[str, str]]:
         """Upload category + task modules (+ shared samples); returns name -> {module_id, sha256}."""
-        info = teacher_io.load_info(workspace)
+        info = load_info(workspace)
         ids = {}
-        for module in teacher_io.module_files(workspace):
+        for module in module_files(workspace):
             reply = self.upload(header_for(module, info), module.data, module.name, progress)
             ids[module.name] = {"module_id": reply.module_id, "sha256": module.sha256}
-        teacher_io.save_pushed(workspace, ids)
+        save_pushed(workspace, ids)
         return ids
 
 

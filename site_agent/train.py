@@ -12,10 +12,9 @@ from tqdm import tqdm
 from transplant.architectures import teacher_specs, vgg_small
 from transplant.teacher import TeacherNet, TeacherTraining, evaluate_teacher, feature_norm_mean, train_teacher
 
-from site_agent import teacher_io
 from site_agent.data import load_source, parse_source
 from site_agent.errors import SiteAgentError
-from site_agent.teacher_io import SiteInfo
+from site_agent.workspace import SiteInfo, config_dict, save_workspace
 
 
 @dataclass(frozen=True)
@@ -73,12 +72,12 @@ def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True)
     test = dataset.test
     info = SiteInfo(
         site_id=opts.site_id, category=opts.category or dataset.category, data=opts.data, size=opts.size,
-        seed=opts.seed, tasks=list(tasks), architecture=teacher_io.config_dict(cfg),
-        training=teacher_io.config_dict(config),
+        seed=opts.seed, tasks=list(tasks), architecture=config_dict(cfg),
+        training=config_dict(config),
         teacher_metrics=evaluate_teacher(net, test.images, test.labels, test.masks),
         # the rescaling statistic (beta's denominator/numerator): a number, never the images
         feature_norm_mean=feature_norm_mean(net.category, train.images), num_images=len(train),
         n_train=opts.n_train, n_test=opts.n_test)
     samples = train.subset(opts.share_samples, seed=opts.seed) if opts.share_samples else None
-    teacher_io.save_workspace(workspace, info, net, samples)
+    save_workspace(workspace, info, net, samples)
     return info, net

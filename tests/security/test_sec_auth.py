@@ -237,7 +237,7 @@ def test_site_requires_the_coordinators_token(tmp_path) -> None:
 
 def test_site_agent_cli_and_heartbeat_send_the_site_token(world, monkeypatch, capsys) -> None:
     from site_agent.cli import main as site_main
-    from site_agent.service import Heartbeat
+    from site_agent.heartbeat import Heartbeat
 
     address = world["handle"].address
     token_file = world["root"] / "site-a.token"

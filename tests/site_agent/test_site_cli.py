@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from site_agent import teacher_io
 from site_agent.cli import main
+from site_agent.workspace import load_info
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "TRANSPLANT_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -61,8 +61,8 @@ def test_train_push_list_in_process(tmp_path, coordinator, capsys):
     assert main(["train", "--site-id", "site-7", "--data", "digits:7", "--workspace", str(ws), "--epochs", "1",
                  "--fc", "16", "--cosine", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "held-out classification: error_rate" in out and teacher_io.load_info(ws).category == "7"
-    assert teacher_io.load_info(ws).training["cosine"] is True
+    assert "held-out classification: error_rate" in out and load_info(ws).category == "7"
+    assert load_info(ws).training["cosine"] is True
     assert main(["push", "--workspace", str(ws), "--coordinator", coordinator.target, "--no-progress"]) == 0
     pushed = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in pushed] == ["category", "task:classification"]

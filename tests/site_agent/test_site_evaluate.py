@@ -9,18 +9,18 @@ import pytest
 import torch
 
 from protos.nt.v1 import common_pb2, registry_pb2, site_pb2, site_pb2_grpc
-from site_agent import teacher_io
-from site_agent.service import start_site_agent
 from site_agent.client import RegistryClient
 from site_agent.errors import SiteAgentError
-from site_agent.service import Heartbeat
+from site_agent.heartbeat import Heartbeat
+from site_agent.service import start_site_agent
+from site_agent.workspace import eval_split, load_info, load_spec_module
 from transplant.adapter import Adapter, AdapterConfig, adapter_to_bytes
 from transplant.spec import build_module, output_shape, weights_to_bytes
 
 
 def identity_adapter(workspace) -> Adapter:
     """1x1 conv with identity weights: f's output is >= 0 (ReLU + max-pool), so ReLU(Ix) = x."""
-    channels = output_shape(teacher_io.load_spec_module(workspace).spec)[0]
+    channels = output_shape(load_spec_module(workspace).spec)[0]
     adapter = Adapter(AdapterConfig(channels=channels, layers=1, kernel_size=1))
     with torch.no_grad():
         adapter.convs[0].weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
@@ -37,7 +37,7 @@ def serve(workspace, coordinator, task: str = "classification"):
     with RegistryClient(coordinator.target) as client:
         ids = client.push_workspace(workspace, progress=False)
     config_json, weights = adapter_to_bytes(identity_adapter(workspace))
-    info = teacher_io.load_info(workspace)
+    info = load_info(workspace)
     adapter_id = coordinator.registry.add(
         registry_pb2.UploadHeader(site_id="coordinator", category=info.category, role=common_pb2.ADAPTER,
                                   spec_json=config_json), weights)
@@ -69,9 +69,9 @@ def test_identity_adapter_matches_teacher(site, workspace):
     metrics = {m.name: m.value for m in reply.metrics}
     assert set(metrics) == {"error_rate", "teacher_error_rate"}
     assert metrics["error_rate"] == pytest.approx(metrics["teacher_error_rate"])
-    info = teacher_io.load_info(workspace)
+    info = load_info(workspace)
     assert metrics["teacher_error_rate"] == pytest.approx(info.teacher_metrics["classification"]["error_rate"])
-    assert reply.site_id == "site-3" and reply.num_samples == len(teacher_io.eval_split(info))
+    assert reply.site_id == "site-3" and reply.num_samples == len(eval_split(info))
     deadline = time.time() + 5
     while not coordinator.heartbeat.pings and time.time() < deadline:
         time.sleep(0.05)
@@ -89,7 +89,7 @@ def test_segmentation_identity_adapter_matches_teacher(seg_workspace, coordinato
     assert set(metrics) == {"pixel_accuracy", "iou", "teacher_pixel_accuracy", "teacher_iou"}
     assert metrics["pixel_accuracy"] == pytest.approx(metrics["teacher_pixel_accuracy"])
     assert metrics["iou"] == pytest.approx(metrics["teacher_iou"])
-    test = teacher_io.eval_split(teacher_io.load_info(seg_workspace))
+    test = eval_split(load_info(seg_workspace))
     assert reply.num_samples == int((test.labels == 1).sum())  # segmentation is scored on the positives
 
 
@@ -115,7 +115,7 @@ def test_rejects_tampered_download(site):
 
 def test_rejects_foreign_category_module(site, workspace):
     stub, request, coordinator, _ = site
-    foreign = build_module(teacher_io.load_spec_module(workspace).spec)  # same architecture, other weights
+    foreign = build_module(load_spec_module(workspace).spec)  # same architecture, other weights
     data = weights_to_bytes(foreign)
     module_id = coordinator.registry.add(
         registry_pb2.UploadHeader(site_id="site-5", category="3", role=common_pb2.CATEGORY,
@@ -128,7 +128,7 @@ def test_rejects_foreign_category_module(site, workspace):
 def test_rejects_malformed_task_module(site, workspace):
     stub, request, coordinator, _ = site
     data = (workspace / "tasks" / "classification" / "module.safetensors").read_bytes()
-    wrong_spec = teacher_io.load_spec_module(workspace).spec.dumps()  # the category's spec: weights do not fit
+    wrong_spec = load_spec_module(workspace).spec.dumps()  # the category's spec: weights do not fit
     module_id = coordinator.registry.add(
         registry_pb2.UploadHeader(site_id="site-9", category="9", role=common_pb2.TASK, task="classification",
                                   spec_json=wrong_spec), data)

@@ -7,8 +7,8 @@ import pytest
 
 from common.errors import RegistryError, RegistryUnavailable
 from protos.nt.v1 import common_pb2
-from site_agent import teacher_io
 from site_agent.client import RegistryClient
+from site_agent.workspace import load_info, load_pushed, module_files
 from transplant.spec import ModuleSpec, weights_from_bytes
 
 
@@ -17,14 +17,14 @@ def test_push_streams_exact_bytes_with_headers(workspace, coordinator):
         ids = client.push_workspace(workspace, progress=False)
     fake = coordinator.registry
     assert list(ids) == ["category", "task:classification", "samples"]
-    assert teacher_io.load_pushed(workspace) == ids
+    assert load_pushed(workspace) == ids
     roles = [h.role for h in fake.headers]
     assert roles == [common_pb2.CATEGORY, common_pb2.TASK, common_pb2.SAMPLES]
     assert max(fake.chunk_sizes) == 64 * 1024 and len(fake.chunk_sizes) > 3  # the task module spans chunks
-    info = teacher_io.load_info(workspace)
+    info = load_info(workspace)
     for (name, ref), header in zip(ids.items(), fake.headers):
         stored = fake.modules[ref["module_id"]]
-        local = {m.name: m for m in teacher_io.module_files(workspace)}[name]
+        local = {m.name: m for m in module_files(workspace)}[name]
         assert stored.data == local.data and header.sha256 == hashlib.sha256(local.data).hexdigest()
         assert header.size_bytes == len(local.data) and header.site_id == "site-3" and header.category == "3"
         assert header.metadata["kind"] == local.role

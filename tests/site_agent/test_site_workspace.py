@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from site_agent import teacher_io
 from site_agent.data import load_source, parse_source, source_tasks
 from site_agent.errors import SiteAgentError
+from site_agent.workspace import eval_split, load_info, load_samples, load_spec_module, module_files
+from transplant.metrics import evaluate
 from transplant.net import join
 from transplant.spec import ModuleSpec, weights_from_bytes
-from transplant.metrics import evaluate
 
 
 def test_parse_source_kinds_and_tasks():
@@ -32,14 +32,14 @@ def test_bad_sources_raise_site_agent_error(bad):
 
 
 def test_workspace_round_trip(workspace):
-    info = teacher_io.load_info(workspace)
+    info = load_info(workspace)
     doc = json.loads((workspace / "site.json").read_text())
     assert doc["format"] == "transplant.site.v1"
     assert (info.site_id, info.category, info.data, info.size, info.seed) == ("site-3", "3", "digits:3", 16, 0)
     assert info.tasks == ["classification"] and info.architecture["widths"] == [8, 16, 32]
     assert info.feature_norm_mean > 0 and info.num_images == len(load_source("digits:3", 16, 0).train)
-    category, task = teacher_io.load_spec_module(workspace), teacher_io.load_spec_module(workspace, "classification")
-    test = teacher_io.eval_split(info)  # reloaded from source + seed, never stored
+    category, task = load_spec_module(workspace), load_spec_module(workspace, "classification")
+    test = eval_split(info)  # reloaded from source + seed, never stored
     expected = load_source("digits:3", 16, 0).test
     assert torch.equal(test.images, expected.images) and torch.equal(test.labels, expected.labels)
     again = evaluate(join(category, task), "classification", test.images, test.labels)
@@ -48,11 +48,11 @@ def test_workspace_round_trip(workspace):
 
 
 def test_module_files_validate_and_samples(workspace):
-    files = {m.name: m for m in teacher_io.module_files(workspace)}
+    files = {m.name: m for m in module_files(workspace)}
     assert list(files) == ["category", "task:classification", "samples"]
     for name in ("category", "task:classification"):
         weights_from_bytes(files[name].data, ModuleSpec.loads(files[name].spec_json))
-    samples = teacher_io.load_samples(workspace)
+    samples = load_samples(workspace)
     assert len(samples) == 8 and int(samples.labels.sum()) == 4  # balanced draw
     assert samples.images.dtype == torch.float32 and samples.labels.dtype == torch.int64 and samples.masks is None
     assert json.loads(files["samples"].spec_json)["num_samples"] == 8
@@ -60,7 +60,7 @@ def test_module_files_validate_and_samples(workspace):
 
 def test_missing_and_corrupt_workspace(tmp_path, workspace):
     with pytest.raises(SiteAgentError, match="no site workspace"):
-        teacher_io.load_info(tmp_path)
+        load_info(tmp_path)
     (tmp_path / "site.json").write_text((workspace / "site.json").read_text())
     with pytest.raises(SiteAgentError, match="missing"):
-        teacher_io.module_files(tmp_path)
+        module_files(tmp_path)
