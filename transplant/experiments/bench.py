@@ -27,10 +27,10 @@ CHOICES = [
     "Exp.2/3 and Table 4: procedural shapes at {shapes_size}x{shapes_size} RGB, `vgg_small(width={shapes_width}, "
     "depth={shapes_depth})` without dropout, {shapes_train} training images per teacher ({shapes_teacher_epochs} "
     "epochs, batch {shapes_teacher_batch}, Adam at lr {shapes_teacher_lr} with a cosine decay, segmentation loss "
-    "weight {shapes_teacher_seg_weight}; of the recipes tried on the cat, the only one at this width that passed "
-    "the IoU gate: 4000 images at lr 1e-3 reached 59-60%), {shapes_test} test images (half the category, half "
-    "random others). Every teacher has both task modules on one category module. The generic net is the {generic}'s (paper's choice); targets {targets}.",
-    "Exp.2: 3-conv 1x1 adapter, 'enlarged' G (the classifier run fully convolutionally, G ~ U[-1,1]^(7x7)), "
+    "weight {shapes_teacher_seg_weight}, when trained from scratch), {shapes_test} test images (half the "
+    "category, half negatives). Negatives (regime {regime}): {negatives_text}. Every teacher has both task "
+    "modules on one category module. The generic net is the {generic}'s (paper's choice); targets {targets}.",
+    "Exp.2: {exp2_layers}-conv 1x1 adapters, 'enlarged' G (the classifier run fully convolutionally, G ~ U[-1,1]^(7x7)), "
     "dummy_2nd with one shared 2-D mask x' (20% ones) at the lowest task-module ReLU, dummy_1st elsewhere; "
     "lambda = 10/E|D'_T|. Exp.3: 1-conv 1x1 adapter, G ~ U[-1,1] per output pixel, dummy_1st everywhere, "
     "lambda = 1/E|D'_T|. alpha = E||D'_T|| / E||D'_S0|| as implemented in `transplant.methods.draws`.",
@@ -46,8 +46,13 @@ CHOICES = [
     "Baselines: direct-learn (task loss), distill (task loss + cross-entropy to the teacher's outputs), "
     "jacobian (task loss + normalised real-gradient Jacobian matching, Srinivas & Fleuret), lstsq (closed-form "
     "1x1 stitching h(f(I)) ~ f_S(I) on the sample images, f_S = the generic net's {generic} category module; in "
-    "Exp.1 f_S = f itself, which makes it an oracle-like baseline there). 0-sample rows exist for back-distill "
-    "only (every other method needs samples); Table 3/4 in the paper have no 0-sample rows.",
+    "Exp.1 f_S = f itself, which makes it an oracle-like baseline there). Methods beyond the paper: probe_stitch "
+    "(the same least squares on 512 procedural probe images the coordinator owns: textures, shapes, noise; "
+    "data-free), weight_match (the channel permutation recovered from the two category modules' weights alone by "
+    "layer-wise linear assignment, plus a per-channel scale; data-free), hybrid (the data-free solution closest "
+    "to f_S on the sample images, refined by the task loss) and the identity (beta-only) adapter as a control. "
+    "Data-free methods that ignore samples (probe_stitch, weight_match, identity) run once, at 0 samples; "
+    "back-distill runs with 0 and with samples; Table 3/4 in the paper have no 0-sample rows.",
     "Table 4: targets {table4_targets}; per target, a 'leave-one-out' net with one category module per member category (all similar + "
     "dissimilar categories except the target, {loo_train_per_category} images each, negatives = other members) "
     "and shared classification + segmentation modules, trained jointly ({loo_epochs} epochs, batches drawn "
@@ -67,9 +72,20 @@ PRETRAINED = (
     "for {loo_epochs}), all layers but the classifier's last one copied from the base.")
 
 
+NEGATIVES_TEXT = {
+    "paper": "'category vs random images' as in the paper: the dissimilar categories and plain textured "
+             "backgrounds, never another mammal",
+    "hard": "every other category, the other mammals included",
+    "independent": "'category vs random images' (dissimilar categories and backgrounds); every site's net from its "
+                   "own random initialisation (seed 1 + category index), no shared base",
+}
+
+
 def choices(fields: dict) -> list[str]:
+    fields = {**fields, "negatives_text": NEGATIVES_TEXT.get(fields.get("regime", "paper"), ""),
+              "exp2_layers": "/".join(map(str, fields.get("exp2_layers", (3,))))}
     lines = [c.format(**fields) for c in CHOICES]
-    if fields.get("pretrain_per_category"):
+    if fields.get("pretrain_per_category") and fields.get("regime") != "independent":
         lines.append(PRETRAINED.format(**fields))
     return lines
 
@@ -149,6 +165,9 @@ def merge(inputs: list[Path], out: Path, command: str = "", wall_seconds: float 
             meta.pop("below_gate", None)
         meta["settings"].update(m.get("settings", {}))  # later folders win (order the inputs accordingly)
         meta["teachers"].update(m.get("teachers", {}))
+        for experiment, tasks in m.get("controls", {}).items():
+            for task, cats in tasks.items():
+                meta.setdefault("controls", {}).setdefault(experiment, {}).setdefault(task, {}).update(cats)
         meta["excluded"] += m.get("excluded", [])
         meta["background_pixel_accuracy"].update(m.get("background_pixel_accuracy", {}))
         meta["seconds"].update(m.get("seconds", {}))

@@ -96,3 +96,23 @@ def test_multicategory():
 def test_unknown_category():
     with pytest.raises(ValueError, match="unknown shapes category"):
         render("unicorn", 1, seed=0)
+
+
+def test_default_negatives_are_random_images_not_other_mammals():
+    """The paper's classifiers are "a category vs random images": no other similar category as a negative."""
+    from transplant.data import BACKGROUND, HARD_NEGATIVES, RANDOM_NEGATIVES, SIMILAR, load_shapes_category
+
+    assert BACKGROUND in RANDOM_NEGATIVES and not set(SIMILAR) & set(RANDOM_NEGATIVES)
+    assert set(SIMILAR) <= set(HARD_NEGATIVES)
+    only_background = load_shapes_category("cat", n_train=40, n_test=10, negatives=(BACKGROUND,))
+    negatives = only_background.train.labels == 0
+    assert negatives.any() and only_background.train.masks[negatives].sum() == 0
+    default = load_shapes_category("cat", n_train=40, n_test=10)
+    explicit = load_shapes_category("cat", n_train=40, n_test=10, negatives=RANDOM_NEGATIVES)
+    assert torch.equal(default.train.images, explicit.train.images)
+    hard = load_shapes_category("cat", n_train=40, n_test=10, negatives=HARD_NEGATIVES)
+    assert not torch.equal(default.train.images, hard.train.images)
+    with pytest.raises(ValueError, match="background"):
+        load_shapes_category("cat", n_train=40, n_test=10, negatives=("unicorn",))
+    with pytest.raises(ValueError):
+        load_shapes_category(BACKGROUND, n_train=40, n_test=10)  # not a category of its own
