@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-host", default="127.0.0.1", help="interface of the /metrics endpoint")
     serve.add_argument("--quality-margin", type=float, default=5.0,
                        help="points an adapter may trail its teacher before the quality alert fires")
+    serve.add_argument("--max-gap", action="append", default=[], metavar="TASK=POINTS", type=_task_gap,
+                       help="points of the task's primary metric a result may trail its teacher and still "
+                            "enter the net (repeatable; a job's own max_gap wins). Defaults: "
+                            + ", ".join(f"{t}={g:g}" for t, g in _default_gaps().items()))
     sec = serve.add_argument_group("security (without --auth-file: no authentication; loopback only!)")
     sec.add_argument("--auth-file", type=Path, default=None,
                      help="JSON file of admin and site token hashes (see `token new`); re-read when it changes")
@@ -59,6 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_gaps() -> dict[str, float]:
+    from coordinator.promotion import DEFAULT_MAX_GAP
+    return DEFAULT_MAX_GAP
+
+
+def _task_gap(text: str) -> tuple[str, float]:
+    task, _, points = text.partition("=")
+    try:
+        value = float(points)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TASK=POINTS, got {text!r}") from None
+    if not task or not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected TASK=POINTS with 0 <= POINTS <= 100, got {text!r}")
+    return task, value
+
+
 def serve(args: argparse.Namespace) -> int:
     from common.security import is_loopback
     from coordinator.server import CoordinatorConfig, start_coordinator
@@ -69,7 +89,7 @@ def serve(args: argparse.Namespace) -> int:
         ray_address=args.ray_address, max_concurrent_jobs=args.max_concurrent_jobs,
         eval_timeout_s=args.eval_timeout, max_attempts=args.max_attempts,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port, metrics_host=args.metrics_host,
-        quality_margin=args.quality_margin, auth_file=args.auth_file,
+        quality_margin=args.quality_margin, max_gaps=dict(args.max_gap), auth_file=args.auth_file,
         coordinator_token_file=args.coordinator_token_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca, tls_ca=args.tls_ca,
         limits=UploadLimits(max_upload_bytes=int(args.max_upload_gib * GIB),

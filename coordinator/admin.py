@@ -1,11 +1,14 @@
 """Admin CLI: `python -m coordinator.admin --coordinator HOST:PORT [--token-file FILE] [--tls-ca FILE] <command>`.
 
-    submit   start a transplant job (optionally --watch it)
-    jobs     table of jobs
+    submit   start a transplant job (optionally --watch it); --method auto (the default) tries every candidate
+    jobs     table of jobs (--json: every field, every candidate's figures)
     watch    live progress bar of one job until it ends
     cancel   cancel a job
-    net      the transplant net: which category x task pairs work, and how well
-    download write a runnable TransplantNet folder (TransplantNet.load(DIR))
+    promote  force an evaluated (e.g. REJECTED) job's result into its net, recorded as forced
+    net      the transplant net: every route with its provenance (--json)
+    rollback commit a new version of a net equal to an older one
+    sites    the sites the coordinator knows (--json)
+    download write a runnable TransplantNet folder (TransplantNet.load(DIR)); net.json carries provenance
 
 The admin token comes from --token-file or $TRANSPLANT_ADMIN_TOKEN (see `python -m coordinator token new`).
 """
@@ -13,8 +16,8 @@ The admin token comes from --token-file or $TRANSPLANT_ADMIN_TOKEN (see `python 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -23,10 +26,11 @@ from tqdm import tqdm
 from coordinator import auth
 from common.errors import DownloadError
 from common.registry_client import download
+from coordinator import admin_views as views
+from coordinator.job_states import STATES, TERMINAL_PB
 from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2_grpc
 
 MAX_MESSAGE = 64 << 20
-TERMINAL = {control_pb2.SUCCEEDED, control_pb2.FAILED, control_pb2.CANCELLED}
 
 
 class AdminError(Exception):
@@ -56,6 +60,8 @@ def cmd_submit(args, control, registry) -> int:
         category=args.category, task=args.task, method=args.method, samples=args.samples,
         adapter=control_pb2.AdapterConfig(layers=args.layers, kernel_size=args.kernel, reorder=args.reorder),
         seed=args.seed, teacher_site_id=args.teacher_site, generic_site_id=args.generic_site, steps=args.steps)
+    if args.max_gap is not None:
+        spec.max_gap = args.max_gap
     job = control.SubmitJob(control_pb2.SubmitJobRequest(spec=spec), timeout=args.timeout).job
     print(f"submitted {job.job_id} ({_state(job.state)})")
     if args.watch:
@@ -66,10 +72,35 @@ def cmd_submit(args, control, registry) -> int:
 def cmd_jobs(args, control, registry) -> int:
     states = [control_pb2.JobState.Value(s) for s in args.state]
     jobs = control.ListJobs(control_pb2.ListJobsRequest(states=states, limit=args.limit), timeout=args.timeout).jobs
-    rows = [(j.job_id, _state(j.state), j.spec.category, j.spec.task, j.spec.method, str(j.attempts),
-             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.created)),
-             j.error or _metrics(j.metrics)) for j in jobs]
-    _table(("JOB", "STATE", "CATEGORY", "TASK", "METHOD", "TRIES", "CREATED", "METRICS / ERROR"), rows)
+    docs = [views.job_doc(j) for j in jobs]
+    if args.json:
+        return _print_json(docs)
+    _table(views.JOB_HEADER, [views.job_cells(d) for d in docs])
+    return 0
+
+
+def cmd_promote(args, control, registry) -> int:
+    reply = control.PromoteJob(control_pb2.PromoteJobRequest(job_id=args.job), timeout=args.timeout)
+    print(f"{reply.job.job_id}: {reply.job.promoted}")
+    return 0
+
+
+def cmd_rollback(args, control, registry) -> int:
+    net = control.RollbackNet(control_pb2.RollbackNetRequest(name=args.net, version=args.version), timeout=args.timeout)
+    print(f"net {net.name!r} version {net.version}: {net.note}")
+    return 0
+
+
+def cmd_sites(args, control, registry) -> int:
+    docs = [views.site_doc(s) for s in control.ListSites(control_pb2.ListSitesRequest(), timeout=args.timeout).sites]
+    if args.json:
+        return _print_json(docs)
+    _table(views.SITE_HEADER, [views.site_cells(d) for d in docs])
+    return 0
+
+
+def _print_json(doc) -> int:
+    print(json.dumps(doc, indent=2, sort_keys=True))
     return 0
 
 
@@ -85,14 +116,17 @@ def _watch(control, job_id: str) -> int:
                 bar = tqdm(total=event.total_steps, desc=job_id, unit="step")
             bar.update(event.step - bar.n)
             bar.set_postfix(loss=f"{event.loss:.4g}")
-        elif event.state not in TERMINAL:  # the final state is printed from GetJob below
+        elif event.state not in TERMINAL_PB:  # the final state is printed from GetJob below
             tqdm.write(f"{job_id}: {_state(event.state)}")
     if bar is not None:
         bar.close()
     job = control.GetJob(control_pb2.GetJobRequest(job_id=job_id))
-    print(f"{job_id}: {_state(job.state)}" + (f" - {job.error}" if job.error else ""))
+    print(f"{job_id}: {_state(job.state)}" + (f" - {job.error or job.reason}" if job.error or job.reason else ""))
     if job.metrics:
         print(f"metrics: {_metrics(job.metrics)}")
+    if len(job.candidates) > 1:
+        print("candidates (* = the result):")
+        print("\n".join(views.candidate_lines(views.job_doc(job))))
     if job.net_version:
         print(f"transplant net version {job.net_version}")
     return 0 if job.state == control_pb2.SUCCEEDED else 1
@@ -106,24 +140,25 @@ def cmd_cancel(args, control, registry) -> int:
 
 def cmd_net(args, control, registry) -> int:
     net = control.GetNet(control_pb2.GetNetRequest(version=args.version, name=args.name), timeout=args.timeout)
+    doc = views.net_doc(net)
+    if args.json:
+        return _print_json(doc)
     if not net.version:
         print("no transplant net yet: no job has succeeded")
         return 0
-    print(f"transplant net {net.name!r} version {net.version}")
-    rows = [(e.category, e.task, "native" if not e.adapter_id else e.method, _metrics(e.quality),
-             _metrics(e.teacher_quality), e.job_id or "-") for e in net.entries]
-    _table(("CATEGORY", "TASK", "ROUTE", "QUALITY", "TEACHER QUALITY", "JOB"), rows)
+    print(f"transplant net {net.name!r} version {net.version}" + (f" ({net.note})" if net.note else ""))
+    _table(views.NET_HEADER, [views.route_cells(r) for r in doc["routes"]])
     return 0
 
 
 def cmd_download(args, control, registry) -> int:
-    from coordinator.netfetch import build_net
+    from coordinator.netfetch import build_net, save_net
 
     net = control.GetNet(control_pb2.GetNetRequest(version=args.version, name=args.name), timeout=args.timeout)
     if not net.version:
         raise AdminError("no transplant net yet: no job has succeeded")
     transplant_net = build_net(net, lambda module_id: download(registry, module_id))
-    path = transplant_net.save(Path(args.dir))
+    path = save_net(net, transplant_net, Path(args.dir))
     print(f"wrote transplant net version {net.version} to {path} "
           f"({len(transplant_net.routes)} category x task pairs); load it with TransplantNet.load({str(path)!r})")
     return 0
@@ -162,26 +197,38 @@ def build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser("submit", help="start a transplant job")
     submit.add_argument("--category", required=True, help="category whose module is transplanted")
     submit.add_argument("--task", required=True, help="classification or segmentation")
-    submit.add_argument("--method", default="back_distill",
-                        help="back_distill (data-free) or a baseline: direct_learn, distill, jacobian, lstsq")
+    submit.add_argument("--method", default="auto",
+                        help="auto: train every candidate method the data allows and keep the one the site scores "
+                             "best; or one method by name (back_distill, direct_learn, lstsq, ...)")
     submit.add_argument("--samples", type=int, default=0, help="labelled samples to use (0: data-free)")
     submit.add_argument("--layers", type=int, default=1, help="adapter conv layers (1..8)")
     submit.add_argument("--kernel", type=int, default=1, choices=(1, 3), help="adapter kernel size")
     submit.add_argument("--reorder", action="store_true", help="start the adapter with a channel permutation")
     submit.add_argument("--teacher-site", required=True, help="site owning the category's teacher net")
     submit.add_argument("--generic-site", required=True, help="site owning the generic task module")
-    submit.add_argument("--steps", type=int, default=600, help="optimisation steps (1..100000)")
+    submit.add_argument("--steps", type=int, default=0, help="optimisation steps (0: the coordinator's default)")
+    submit.add_argument("--max-gap", type=float, default=None,
+                        help="points the result may trail its teacher and still enter the net "
+                             "(default: the coordinator's --max-gap for the task)")
     submit.add_argument("--seed", type=int, default=0)
     submit.add_argument("--watch", action="store_true", help="watch the job until it ends")
     jobs = commands.add_parser("jobs", help="list jobs, most recent first")
-    jobs.add_argument("--state", action="append", default=[], choices=list(control_pb2.JobState.keys())[1:],
+    jobs.add_argument("--state", action="append", default=[], choices=list(STATES),
                       help="only jobs in this state (repeatable)")
     jobs.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
-    for name, text in (("watch", "live progress of a job until it ends"), ("cancel", "cancel a job")):
+    jobs.add_argument("--json", action="store_true", help="print JSON (every field, every candidate)")
+    for name, text in (("watch", "live progress of a job until it ends"), ("cancel", "cancel a job"),
+                       ("promote", "force an evaluated job's result into its net (recorded as forced)")):
         commands.add_parser(name, help=text).add_argument("job", help="job id (see `jobs`)")
-    net = commands.add_parser("net", help="show the transplant net and its quality")
+    net = commands.add_parser("net", help="show the transplant net: every route with its provenance")
     net.add_argument("--version", type=int, default=0, help="net version (0: latest)")
     net.add_argument("--name", default="", help=NET_NAME_HELP)
+    net.add_argument("--json", action="store_true", help="print JSON (routes with their provenance)")
+    rollback = commands.add_parser("rollback", help="commit a new version of a net equal to an older one")
+    rollback.add_argument("--net", required=True, help="the net's name (its generic site)")
+    rollback.add_argument("--version", type=int, required=True, help="the version to restore")
+    sites = commands.add_parser("sites", help="the sites the coordinator knows: endpoints, modules, samples")
+    sites.add_argument("--json", action="store_true", help="print JSON")
     down = commands.add_parser("download", help="write a runnable transplant net folder")
     down.add_argument("dir", help="folder to write (TransplantNet.save layout)")
     down.add_argument("--version", type=int, default=0, help="net version (0: latest)")
@@ -193,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"submit": cmd_submit, "jobs": cmd_jobs, "watch": cmd_watch, "cancel": cmd_cancel,
-            "net": cmd_net, "download": cmd_download, "report": cmd_report}
+            "promote": cmd_promote, "net": cmd_net, "rollback": cmd_rollback, "sites": cmd_sites,
+            "download": cmd_download, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

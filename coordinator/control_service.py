@@ -1,49 +1,64 @@
-"""Control (admin API) and Heartbeat (site liveness) servicers."""
+"""Control (admin API) and Heartbeat (site liveness) servicers.
+
+Errors are raised as plain exceptions and mapped to gRPC codes by `rpc_errors.grpc_errors`.
+"""
 
 from __future__ import annotations
 
+import math
 import queue
 import time
 
 import grpc
 
-from coordinator import ledger as L
 from coordinator import auth, validation
-from coordinator.convert import job_pb, metrics_pb, spec_to_dict, state_event
+from coordinator import ledger as L
+from coordinator.convert import job_pb, spec_to_dict, state_event
 from coordinator.events import EventHub
-from coordinator.netbook import NetBook
+from coordinator.job_states import TERMINAL_PB, state_name
+from coordinator.net_view import native_routes, net_reply  # noqa: F401 (native_routes: re-exported)
+from coordinator.netbook import NetBook, Proposal
+from coordinator.resolve import resolve_plan
+from coordinator.rpc_errors import Conflict, InvalidRequest, NotFound, grpc_errors
 from coordinator.scheduler import Scheduler
+from coordinator.sites_view import site_infos
 from coordinator.store import ObjectStore, StoreError
 from coordinator.store.manifests import load_module_record
 from protos.nt.v1 import control_pb2, control_pb2_grpc, heartbeat_pb2, heartbeat_pb2_grpc
+from transplant.adapter import AdapterConfig, AdapterConfigError
 from transplant.architectures import TASKS
-from transplant.methods import METHODS
+from transplant.methods import AUTO, METHODS, auto_candidates
 
-DATA_FREE = "back_distill"
 MAX_SAMPLES = 1000
+MAX_STEPS = 100_000
 
 
 def check_spec(spec: control_pb2.TransplantJobSpec, store: ObjectStore) -> str | None:
-    """The first problem with a job spec, or None."""
-    if spec.method not in METHODS:
-        return f"unknown method {spec.method!r}; use one of {sorted(METHODS)}"
+    """The first problem with a job spec that needs no module to find, or None."""
+    if spec.method not in ("", AUTO, *METHODS):
+        return f"unknown method {spec.method!r}; use {AUTO} or one of {sorted(METHODS)}"
     if spec.task not in TASKS:
         return f"unknown task {spec.task!r}; use one of {list(TASKS)}"
-    if not 1 <= spec.adapter.layers <= 8:
-        return f"adapter layers must be 1..8, got {spec.adapter.layers}"
-    if spec.adapter.kernel_size not in (1, 3):
-        return f"adapter kernel size must be 1 or 3, got {spec.adapter.kernel_size}"
-    if not 1 <= spec.steps <= 100_000:
-        return f"steps must be 1..100000, got {spec.steps}"
+    try:
+        AdapterConfig(channels=1, layers=spec.adapter.layers or 1, kernel_size=spec.adapter.kernel_size or 1)
+    except AdapterConfigError as exc:
+        return f"adapter: {exc}"
+    if spec.steps > MAX_STEPS:
+        return f"steps must be 0 (the default) to {MAX_STEPS}, got {spec.steps}"
     if spec.samples > MAX_SAMPLES:
         return f"samples must be at most {MAX_SAMPLES}, got {spec.samples}"
-    if spec.method != DATA_FREE and spec.samples == 0:
-        return f"method {spec.method!r} needs labelled samples (samples > 0); only {DATA_FREE} is data-free"
+    if spec.method in METHODS and METHODS[spec.method].needs_samples and spec.samples == 0:
+        data_free = [m for m, cls in sorted(METHODS.items()) if not cls.needs_samples]
+        return f"method {spec.method!r} needs labelled samples (samples > 0); data-free: {', '.join(data_free)}"
+    if spec.method in ("", AUTO) and not auto_candidates(spec.samples, True):
+        return f"no candidate method can run with {spec.samples} samples"
+    if spec.HasField("max_gap") and not (math.isfinite(spec.max_gap) and 0 <= spec.max_gap <= 100):
+        return f"max_gap must be 0..100 points, got {spec.max_gap}"
     for what, value in (("category", spec.category), ("teacher site", spec.teacher_site_id),
                         ("generic site", spec.generic_site_id)):
         if not validation.NAME.match(value):
             return f"invalid {what} {value!r}"
-    for site in {spec.teacher_site_id, spec.generic_site_id}:
+    for site in dict.fromkeys((spec.teacher_site_id, spec.generic_site_id)):
         if not store.list_keys(f"modules/{site}/"):
             return f"unknown site {site!r}: it has uploaded no modules"
     return None
@@ -55,83 +70,99 @@ class ControlService(control_pb2_grpc.ControlServicer):
         self.ledger, self.store, self.scheduler = ledger, store, scheduler
         self.events, self.netbook, self.watch_poll_s = events, netbook, watch_poll_s
 
+    @grpc_errors
     def SubmitJob(self, request, context):
-        try:
-            problem = check_spec(request.spec, self.store)
-        except StoreError as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable, job not submitted: {exc}")
+        problem = check_spec(request.spec, self.store)
         if problem:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            raise InvalidRequest(problem)
+        resolve_plan(self.store, "", "", request.spec)  # refuses (ResolveError) a job that cannot run
         row = self.ledger.create_job(spec_to_dict(request.spec))
         self.scheduler.submit(row.id)
         return control_pb2.SubmitJobReply(job=job_pb(row))
 
+    @grpc_errors
     def GetJob(self, request, context):
-        return self._job(self._row(request.job_id, context))
+        return self._job(self._row(request.job_id))
 
     def ListJobs(self, request, context):
-        states = tuple(control_pb2.JobState.Name(s) for s in request.states if s)
+        states = tuple(state_name(s) for s in request.states if s)
         rows = [r for r in self.ledger.list_jobs(states)
                 if (not request.category or r.spec.get("category") == request.category)
                 and (not request.task or r.spec.get("task") == request.task)]
         rows = rows[:request.limit] if request.limit else rows
         return control_pb2.ListJobsReply(jobs=[job_pb(r) for r in rows])
 
+    @grpc_errors
     def CancelJob(self, request, context):
-        self._row(request.job_id, context)
-        self.scheduler.cancel(request.job_id)
-        return control_pb2.CancelJobReply(job=self._job(self._row(request.job_id, context)))
+        self._row(request.job_id)
+        self.scheduler.cancel(request.job_id)  # refused once terminal or committing: the reply says which
+        return control_pb2.CancelJobReply(job=self._job(self._row(request.job_id)))
 
     def WatchJob(self, request, context):
-        self._row(request.job_id, context)
+        if self.ledger.get_job(request.job_id) is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
         with self.events.subscribe(request.job_id) as inbox:  # subscribe first: no event slips between
             row = self.ledger.get_job(request.job_id)
-            yield _stamped(state_event(row.id, row.state, row.error))
+            yield _stamped(state_event(row.id, row.state, row.error or row.reason))
             while not row.terminal and context.is_active():
                 try:
                     event = inbox.get(timeout=self.watch_poll_s)
                 except queue.Empty:  # a terminal event can be dropped from a full inbox; the ledger knows
                     row = self.ledger.get_job(row.id)
                     if row.terminal:
-                        yield _stamped(state_event(row.id, row.state, row.error))
+                        yield _stamped(state_event(row.id, row.state, row.error or row.reason))
                     continue
                 yield event
-                if event.state in _TERMINAL_PB:
+                if event.state in TERMINAL_PB:
                     return
 
+    @grpc_errors
     def GetJobHistory(self, request, context):
-        row = self._row(request.job_id, context)
+        row = self._row(request.job_id)
         events = [control_pb2.JobEvent(job_id=row.id, state=control_pb2.RUNNING, step=step, total_steps=total,
-                                       loss=loss, distill_loss=distill, task_loss=task, time=at)
-                  for step, total, loss, distill, task, at in self.ledger.job_progress(row.id)]
+                                       loss=loss, distill_loss=distill, task_loss=task, time=at, method=method)
+                  for step, total, loss, distill, task, at, method in self.ledger.job_progress(row.id)]
         return control_pb2.JobHistory(job_id=row.id, events=events)
 
+    @grpc_errors
     def GetNet(self, request, context):
-        try:
-            return self._net(request)
-        except StoreError as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable: {exc}")
-
-    def _net(self, request):
         net = self.netbook.load(request.version, request.name or None)
         if net is None:
+            if request.version:
+                raise NotFound(f"net {request.name or self.netbook.default_name()!r} has no version {request.version}")
             return control_pb2.GetNetReply(name=request.name or self.netbook.default_name())
-        cats, tasks = net.category_modules, net.task_modules
-        entries = [control_pb2.NetEntry(category=a.category, task=a.task, adapter_id=a.adapter_id,
-                                        method=a.method, samples=a.samples, quality=metrics_pb(a.metrics),
-                                        teacher_quality=metrics_pb(a.teacher_metrics), job_id=a.job_id,
-                                        category_module_id=cats.get(a.category, ""),
-                                        task_module_id=tasks.get(a.task, ""))
-                   for a in sorted(net.adapters, key=lambda a: (a.category, a.task))]
-        entries += [control_pb2.NetEntry(category=category, task=task, category_module_id=cats[category],
-                                         task_module_id=tasks[task])
-                    for category, task in native_routes(self.store, tasks) if category in cats]
-        return control_pb2.GetNetReply(name=net.name, version=net.version, entries=entries, created=net.created)
+        return net_reply(self.store, net)
 
-    def _row(self, job_id: str, context) -> L.JobRow:
+    @grpc_errors
+    def PromoteJob(self, request, context):
+        row = self._row(request.job_id)
+        if row.state not in (L.SUCCEEDED, L.REJECTED) or not row.commit_claim:
+            raise Conflict(f"job {row.id} is {row.state}: only an evaluated job (SUCCEEDED or REJECTED) "
+                           "can be promoted")
+        proposal = Proposal.from_doc(row.commit_claim["proposal"])
+        who = _caller()
+        version, _ = self.netbook.commit(proposal, forced=True, note=f"job {row.id} promoted by {who} (forced)")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        self.ledger.record_promotion(row.id, version, f"forced into net {proposal.net} v{version} by {who} "
+                                                      f"at {stamp} UTC")
+        return control_pb2.PromoteJobReply(job=self._job(self._row(row.id)), net_version=version)
+
+    @grpc_errors
+    def RollbackNet(self, request, context):
+        if not request.name or not request.version:
+            raise InvalidRequest("rollback needs a net name and the version to restore")
+        net = self.netbook.rollback(request.name, request.version,
+                                    note=f"rollback to version {request.version} by {_caller()}")
+        return net_reply(self.store, net)
+
+    @grpc_errors
+    def ListSites(self, request, context):
+        return control_pb2.ListSitesReply(sites=site_infos(self.ledger, self.store))
+
+    def _row(self, job_id: str) -> L.JobRow:
         row = self.ledger.get_job(job_id) if job_id else None
         if row is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id!r}")
+            raise NotFound(f"no job {job_id!r}")
         return row
 
     def _job(self, row: L.JobRow) -> control_pb2.Job:
@@ -143,22 +174,14 @@ class ControlService(control_pb2_grpc.ControlServicer):
         return job_pb(row, adapter)
 
 
-_TERMINAL_PB = {control_pb2.SUCCEEDED, control_pb2.FAILED, control_pb2.CANCELLED}
+def _caller() -> str:
+    caller = auth.current_caller()
+    return caller.name if caller is not None else "an admin (no authentication)"
 
 
 def _stamped(event: control_pb2.JobEvent) -> control_pb2.JobEvent:
     event.time = time.time()
     return event
-
-
-def native_routes(store: ObjectStore, task_modules: dict[str, str]) -> list[tuple[str, str]]:
-    """(category, task) pairs a task module serves without an adapter: its own category."""
-    routes = []
-    for task, module_id in sorted(task_modules.items()):
-        record = load_module_record(store, module_id)
-        if record is not None:
-            routes.append((record.category, task))
-    return routes
 
 
 class HeartbeatService(heartbeat_pb2_grpc.HeartbeatServicer):

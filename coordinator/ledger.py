@@ -2,6 +2,10 @@
 
 Every state change is one guarded UPDATE (`WHERE state IN allowed sources`), so concurrent
 drivers, cancels and recoveries cannot move a job out of a terminal state: a job ends once.
+
+Committing a result into a net is claimed first (`claim_commit`, one guarded UPDATE): from then on a
+cancel or a re-queue is refused, so a cancelled job can never commit and a committing job can never be
+cancelled. The claim holds the proposal, so a restart can finish (or redo) a half-done commit.
 """
 
 from __future__ import annotations
@@ -14,21 +18,26 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PENDING, RUNNING, EVALUATING = "PENDING", "RUNNING", "EVALUATING"
-SUCCEEDED, FAILED, CANCELLED = "SUCCEEDED", "FAILED", "CANCELLED"
-STATES = (PENDING, RUNNING, EVALUATING, SUCCEEDED, FAILED, CANCELLED)
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+from coordinator.job_states import (CANCELLED, EVALUATING, FAILED, PENDING, REJECTED, RUNNING, STATES,  # noqa: F401
+                                    SUCCEEDED, TERMINAL)
+
 # target state -> states it may be reached from (RUNNING -> PENDING: a retry)
 _SOURCES = {
     RUNNING: (PENDING,),
     PENDING: (RUNNING, EVALUATING),
     EVALUATING: (RUNNING,),
     SUCCEEDED: (EVALUATING,),
+    REJECTED: (EVALUATING,),
     FAILED: (PENDING, RUNNING, EVALUATING),
     CANCELLED: (PENDING, RUNNING, EVALUATING),
 }
+_UNCLAIMED_ONLY = frozenset({CANCELLED, PENDING})  # refused once a commit is claimed
+_JSON_FIELDS = ("metrics", "candidates", "commit_claim")
 _COLUMNS = ("id", "spec", "state", "error", "created", "started", "finished", "attempts", "metrics",
-            "adapter_module_id", "net_version")
+            "adapter_module_id", "net_version", "candidates", "reason", "promoted", "commit_claim")
+# columns added after the first release: (name, SQL type and default); older ledgers gain them on open
+_ADDED = (("candidates", "TEXT NOT NULL DEFAULT '[]'"), ("reason", "TEXT NOT NULL DEFAULT ''"),
+          ("promoted", "TEXT NOT NULL DEFAULT ''"), ("commit_claim", "TEXT NOT NULL DEFAULT ''"))
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, error TEXT NOT NULL DEFAULT '',
@@ -38,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE TABLE IF NOT EXISTS progress (
     job_id TEXT NOT NULL, step INTEGER NOT NULL, total INTEGER NOT NULL, loss REAL NOT NULL,
-    distill_loss REAL NOT NULL, task_loss REAL NOT NULL, time REAL NOT NULL, PRIMARY KEY (job_id, step));
+    distill_loss REAL NOT NULL, task_loss REAL NOT NULL, time REAL NOT NULL, method TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (job_id, method, step));
 CREATE TABLE IF NOT EXISTS sites (
     site_id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, last_seen REAL NOT NULL);
 """
@@ -57,6 +67,10 @@ class JobRow:
     metrics: dict[str, float] = field(default_factory=dict)
     adapter_module_id: str = ""
     net_version: int = 0
+    candidates: list[dict] = field(default_factory=list)  # every method tried, with the site's figures
+    reason: str = ""         # why the result did or did not enter the net
+    promoted: str = ""       # set when an admin forced the result into the net
+    commit_claim: dict = field(default_factory=dict)  # the proposal being committed; {} if none
 
     @property
     def terminal(self) -> bool:
@@ -80,7 +94,12 @@ class Ledger:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            _migrate_progress(self._db)
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, kind in _ADDED:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -118,25 +137,41 @@ class Ledger:
 
         Entering RUNNING counts an attempt; terminal states stamp `finished`.
         """
-        values = dict(fields)
+        values = _encoded(fields)
         if state == RUNNING:
             values.setdefault("started", time.time())
         if state in TERMINAL:
             values.setdefault("finished", time.time())
-        for key in ("metrics",):
-            if key in values:
-                values[key] = json.dumps(values[key], sort_keys=True)
-        unknown = set(values) - set(_COLUMNS[3:])
-        if unknown:
-            raise ValueError(f"unknown job field(s) {sorted(unknown)}")
         sets = ["state = ?"] + [f"{k} = ?" for k in values]
         if state == RUNNING:
             sets.append("attempts = attempts + 1")
         sources = _SOURCES[state]
         query = (f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? "
                  f"AND state IN ({', '.join('?' * len(sources))})")
+        if state in _UNCLAIMED_ONLY:
+            query += " AND commit_claim = ''"
         with self._lock:
             cursor = self._db.execute(query, [state, *values.values(), job_id, *sources])
+        return cursor.rowcount == 1
+
+    def claim_commit(self, job_id: str, proposal: dict, **fields) -> bool:
+        """EVALUATING and not cancelled: from now on only this claim's holder ends the job."""
+        values = _encoded({**fields, "commit_claim": proposal})
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self._lock:
+            cursor = self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND state = ? AND commit_claim = ''",
+                                      [*values.values(), job_id, EVALUATING])
+        return cursor.rowcount == 1
+
+    def claimed_jobs(self) -> list[JobRow]:
+        """Jobs whose commit was claimed but that never ended: a coordinator stopped mid-commit."""
+        return [job for job in self.list_jobs((EVALUATING,)) if job.commit_claim]
+
+    def record_promotion(self, job_id: str, net_version: int, promoted: str) -> bool:
+        """An admin forced an evaluated job's result into a net; the job's state stays what it was."""
+        with self._lock:
+            cursor = self._db.execute("UPDATE jobs SET net_version = ?, promoted = ? WHERE id = ? AND state IN (?, ?)",
+                                      (net_version, promoted, job_id, SUCCEEDED, REJECTED))
         return cursor.rowcount == 1
 
     def recover(self, max_attempts: int) -> list[str]:
@@ -145,6 +180,8 @@ class Ledger:
         Returns every PENDING job id, oldest first, for the scheduler to pick up again.
         """
         for job in self.list_jobs((RUNNING, EVALUATING)):
+            if job.commit_claim:
+                continue  # mid-commit: finished by the server's repair, never re-run
             if job.attempts >= max_attempts:
                 self.transition(job.id, FAILED, error="coordinator restarted too often "
                                 f"({job.attempts} attempts, limit {max_attempts})")
@@ -152,19 +189,19 @@ class Ledger:
                 self.transition(job.id, PENDING)
         return [job.id for job in reversed(self.list_jobs((PENDING,)))]
 
-    # progress (loss curves for reports; a re-run overwrites the steps it repeats)
+    # progress (loss curves for reports, one per candidate method; a re-run overwrites the steps it repeats)
 
     def record_progress(self, job_id: str, step: int, total: int, loss: float, distill_loss: float,
-                        task_loss: float, at: float) -> None:
+                        task_loss: float, at: float, method: str = "") -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (job_id, step, total, loss, distill_loss, task_loss, at))
+            self._db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (job_id, step, total, loss, distill_loss, task_loss, at, method))
 
-    def job_progress(self, job_id: str) -> list[tuple[int, int, float, float, float, float]]:
-        """(step, total, loss, distill_loss, task_loss, time) in step order."""
+    def job_progress(self, job_id: str) -> list[tuple[int, int, float, float, float, float, str]]:
+        """(step, total, loss, distill_loss, task_loss, time, method) by method, then step."""
         with self._lock:
-            return self._db.execute("SELECT step, total, loss, distill_loss, task_loss, time FROM progress "
-                                    "WHERE job_id = ? ORDER BY step", (job_id,)).fetchall()
+            return self._db.execute("SELECT step, total, loss, distill_loss, task_loss, time, method FROM progress "
+                                    "WHERE job_id = ? ORDER BY method, step", (job_id,)).fetchall()
 
     # sites
 
@@ -192,8 +229,24 @@ class Ledger:
         return None if found is None else SiteRow(*found)
 
 
+def _migrate_progress(db: sqlite3.Connection) -> None:
+    """Ledgers from before candidate methods keyed progress by (job, step): re-key it by method too."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(progress)")}
+    if columns and "method" not in columns:
+        db.executescript("ALTER TABLE progress RENAME TO progress_v1;" + _SCHEMA +
+                         "INSERT INTO progress SELECT *, '' FROM progress_v1; DROP TABLE progress_v1;")
+
+
+def _encoded(fields: dict) -> dict:
+    unknown = set(fields) - set(_COLUMNS[3:])
+    if unknown:
+        raise ValueError(f"unknown job field(s) {sorted(unknown)}")
+    return {k: json.dumps(v, sort_keys=True) if k in _JSON_FIELDS else v for k, v in fields.items()}
+
+
 def _job(row: tuple) -> JobRow:
     doc = dict(zip(_COLUMNS, row))
     doc["spec"] = json.loads(doc["spec"])
-    doc["metrics"] = json.loads(doc["metrics"])
+    for key in _JSON_FIELDS:
+        doc[key] = json.loads(doc[key]) if doc[key] else {}
     return JobRow(**doc)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
+from coordinator.convert import provenance_doc
 from protos.nt.v1 import control_pb2, registry_pb2
 from transplant.adapter import adapter_from_bytes
 from transplant.net import TransplantNet
@@ -32,3 +35,16 @@ def build_net(net: control_pb2.GetNetReply, fetch: Fetch) -> TransplantNet:
             info, data = fetch(entry.adapter_id)
             result.add_adapter(entry.category, entry.task, adapter_from_bytes(info.spec_json, data))
     return result
+
+
+def save_net(net: control_pb2.GetNetReply, transplant_net: TransplantNet, directory: Path) -> Path:
+    """TransplantNet.save, then each route of net.json gains its `provenance` and the file names the
+    net version it is (TransplantNet.load reads the routing keys only, so the file stays loadable)."""
+    path = transplant_net.save(directory)
+    doc = json.loads((path / "net.json").read_text())
+    provenance = {(e.category, e.task): provenance_doc(e.provenance) for e in net.entries}
+    for route in doc["routes"]:
+        route["provenance"] = provenance[(route["category"], route["task"])]
+    doc["net"] = {"name": net.name, "version": net.version, "created": net.created, "note": net.note}
+    (path / "net.json").write_text(json.dumps(doc, indent=2))
+    return path

@@ -11,10 +11,10 @@ from coordinator.ledger import Ledger
 from coordinator.store import ObjectStore, StoreError
 from coordinator.store.manifests import list_module_records
 from coordinator.telemetry import CoordinatorMetrics
+from coordinator.job_states import TERMINAL_PB
 from protos.nt.v1 import control_pb2
 
 log = logging.getLogger(__name__)
-TERMINAL = {control_pb2.SUCCEEDED: L.SUCCEEDED, control_pb2.FAILED: L.FAILED, control_pb2.CANCELLED: L.CANCELLED}
 
 
 class Observer:
@@ -48,7 +48,7 @@ class Observer:
             parts = {"loss": event.loss, "distill": event.distill_loss, "task": event.task_loss}
             self.metrics.record_progress(job.id, category, task, event.step, event.total_steps, parts)
             return
-        if event.state in TERMINAL:
+        if event.state in TERMINAL_PB:
             self.metrics.forget_job(job.id)
             method = job.spec.get("method", "")
             seconds = job.finished - job.started if job.finished and job.started else None

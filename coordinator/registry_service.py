@@ -17,18 +17,12 @@ from coordinator.telemetry import CoordinatorMetrics
 from coordinator.store import BlobNotFoundError, ObjectStore, StoreError
 from coordinator.store.base import DEFAULT_CHUNK_SIZE
 from coordinator.store.manifests import (ModuleRecord, delete_module_record, list_module_records,
-                                         load_module_record, save_module_record)
+                                         load_module_record, module_id, save_module_record)
 from coordinator.validation import UploadLimits, UploadRejected
 from protos.nt.v1 import chunk_pb2, registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
 MAX_CHUNK_SIZE = 3 << 20  # stays under the 4 MiB default message limit of plain clients
-
-
-def module_id_for(site_id: str, role: str, category: str, task: str, sha256: str) -> str:
-    """Stable across identical re-uploads: same site, role, names and bytes -> same id."""
-    names = category if role == "category" else f"{category}-{task}" if task else category
-    return f"{site_id}-{role}-{names}-{sha256[:12]}"
 
 
 class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
@@ -81,6 +75,9 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
                 samples = validation.check_weights_file(spooled.path, role, spec, self.limits)
                 self.store.put_verified_file(spooled.path, spooled.sha256, spooled.size)  # valid: now, only now
             record = _record(header, role, spooled, samples)
+            existing = load_module_record(self.store, record.module_id, record.site_id)
+            if existing is not None:
+                return existing  # the very same spec, weights and statistics: already stored, never rewritten
             save_module_record(self.store, record)  # last: the module becomes visible
         return record
 
@@ -167,9 +164,10 @@ def _chunks(requests: Iterator[registry_pb2.UploadRequest]) -> Iterator[tuple[by
 
 
 def _record(header, role: str, spooled: validation.Spooled, samples: int) -> ModuleRecord:
+    norm, images = float(header.stats.feature_norm_mean), samples or int(header.stats.num_images)
     return ModuleRecord(
-        module_id=module_id_for(header.site_id, role, header.category, header.task, spooled.sha256),
+        module_id=module_id(header.site_id, role, header.category, header.task, header.spec_json, spooled.sha256,
+                            norm, images),
         site_id=header.site_id, category=header.category, role=role, task=header.task,
         spec_json=header.spec_json, sha256=spooled.sha256, size_bytes=spooled.size,
-        feature_norm_mean=float(header.stats.feature_norm_mean),
-        num_images=samples or int(header.stats.num_images), metadata=dict(header.metadata))
+        feature_norm_mean=norm, num_images=images, metadata=dict(header.metadata))

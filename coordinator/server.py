@@ -13,8 +13,6 @@ import grpc
 from coordinator import auth
 from coordinator.control_service import ControlService, HeartbeatService
 from coordinator.events import EventHub
-from coordinator.ledger import EVALUATING as L_EVALUATING
-from coordinator.ledger import SUCCEEDED as L_SUCCEEDED
 from coordinator.ledger import Ledger
 from coordinator.netbook import NetBook
 from coordinator.observer import CountingStore, Observer
@@ -55,6 +53,9 @@ class CoordinatorConfig:
     metrics_port: int | None = None        # None: no /metrics endpoint; 0: any free port
     metrics_host: str = "127.0.0.1"
     quality_margin: float = 5.0            # points an adapter may trail its teacher before alerting
+    # task -> points a result may trail its teacher and still enter the net (promotion.DEFAULT_MAX_GAP
+    # for tasks not named here); a job's own max_gap wins
+    max_gaps: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,7 +96,7 @@ def _persist_progress(ledger: Ledger, event) -> None:
     """Progress events also go to the ledger: loss curves for reports outlive the watchers."""
     if event.total_steps:
         ledger.record_progress(event.job_id, event.step, event.total_steps, event.loss, event.distill_loss,
-                               event.task_loss, event.time)
+                               event.task_loss, event.time, event.method)
 
 
 def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
@@ -114,7 +115,8 @@ def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
     events.add_listener(lambda e: _persist_progress(ledger, e))
     scheduler = Scheduler(ledger, store, config.store_url, events,
                           SiteClient(ledger, config.eval_timeout_s, site_security),
-                          netbook, config.max_concurrent_jobs, config.max_attempts, config.progress_every)
+                          netbook, config.max_concurrent_jobs, config.max_attempts, config.progress_every,
+                          config.max_gaps)
     server = grpc.server(
         futures.ThreadPoolExecutor(config.rpc_threads, thread_name_prefix="rpc"),
         interceptors=[MetricsInterceptor(metrics), *security, *config.interceptors],
@@ -129,7 +131,7 @@ def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
     if port == 0:
         raise OSError(f"cannot listen on {config.host}:{config.port}")
     server.start()
-    reconcile_committed_jobs(ledger, netbook)  # before recovery: a committed job must not run twice
+    scheduler.committer.repair()  # before recovery: finish commits a crash cut off; none runs twice
     for job_id in ledger.recover(config.max_attempts):  # jobs from before a restart
         scheduler.submit(job_id)
     metrics_port = None
@@ -163,40 +165,3 @@ def _security(config: CoordinatorConfig) -> list[grpc.ServerInterceptor]:
                     "reach it may upload, delete, submit and read everything", config.host)
         log.warning("!" * 78)
     return []
-
-
-def reconcile_committed_jobs(ledger: Ledger, netbook: NetBook) -> list[str]:
-    """Jobs cut off after their net commit but before the ledger said SUCCEEDED are SUCCEEDED now.
-
-    The commit point of a job is the net manifest (LATEST); re-running such a job would commit its
-    result a second time. Returns the ids reconciled.
-    """
-    evaluating = {row.id: row for row in ledger.list_jobs((L_EVALUATING,))}
-    if not evaluating:
-        return []
-    found: dict[str, tuple[int, dict[str, float]]] = {}
-    for name in netbook.names():
-        _find_commits(netbook, name, evaluating, found)
-    done = []
-    for job_id, (version, metrics) in found.items():
-        if ledger.transition(job_id, L_SUCCEEDED, metrics=metrics, net_version=version):
-            log.info("job %s: committed as net version %d before a restart; marked SUCCEEDED", job_id, version)
-            done.append(job_id)
-    return done
-
-
-def _find_commits(netbook: NetBook, name: str, evaluating: dict, found: dict) -> None:
-    """Adds (version, metrics) of every evaluating job committed to net `name` to `found`."""
-    latest = netbook.load(name=name)
-    version = latest.version if latest else 0
-    # Newest first. A job's entry stays from its commit until a later job replaces it, so the oldest
-    # version holding it is its own; stop once every job is found and this version holds none of them.
-    while version >= 1:
-        net = netbook.load(version, name)
-        here = [a for a in (net.adapters if net else ()) if a.job_id in evaluating]
-        if not here and found and len(found) == len(evaluating):
-            break
-        for entry in here:
-            metrics = {**entry.metrics, **{f"teacher_{k}": v for k, v in entry.teacher_metrics.items()}}
-            found[entry.job_id] = (version, metrics)
-        version -= 1

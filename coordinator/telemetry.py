@@ -12,7 +12,7 @@ from typing import Any, Callable
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-JOB_STATES = ("PENDING", "RUNNING", "EVALUATING", "SUCCEEDED", "FAILED", "CANCELLED")
+from coordinator.job_states import STATES as JOB_STATES
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120)
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 

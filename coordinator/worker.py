@@ -1,23 +1,22 @@
 """The body of one transplant job, run inside a Ray worker process.
 
 It receives only a store URL and module records (never open handles), rebuilds everything from
-the store, learns the adapter and stores it as an ADAPTER module. Progress is yielded as plain
-dicts so the Ray streaming generator carries it back to the coordinator while training runs.
+the store (or from blobs fetched once for all candidates of a job), learns the adapter and stores it
+as an ADAPTER module. It yields typed items (coordinator.jobs): Progress while training, so the Ray
+streaming generator carries them back as training runs, then one TrainedAdapter.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 from safetensors.torch import load as st_load
 
+from coordinator.jobs import JobPlan, Progress, TrainedAdapter
 from coordinator.store import ObjectStore, open_store
-from coordinator.store.manifests import ModuleRecord, save_module_record
+from coordinator.store.manifests import ModuleRecord, module_id, save_module_record
 from transplant.adapter import adapter_to_bytes
 from transplant.trainer import default_device
 from transplant.job import JobConfig, beta_from_stats, make_problem, run_job
@@ -26,59 +25,30 @@ from transplant.runtime import configure_threads
 from transplant.spec import ModuleSpec, SpecModule, build_module, weights_from_bytes
 
 ADAPTER_SITE = "coordinator"  # adapters are the coordinator's own modules
+Blobs = dict[str, bytes]      # sha256 -> bytes of the stored blobs a plan reads
 
 
-@dataclass(frozen=True)
-class JobPlan:
-    """Everything a worker needs, resolved by the coordinator before the job is launched."""
-
-    job_id: str
-    store_url: str
-    config: JobConfig
-    teacher_site_id: str
-    category: ModuleRecord          # teacher site's category module f
-    teacher_task: ModuleRecord      # teacher site's task module g_T
-    generic_task: ModuleRecord      # generic site's task module g_S
-    generic_category: ModuleRecord  # generic site's category module f_S (feature statistics)
-    samples_record: ModuleRecord | None = None
-    samples: int = 0
-    # FAULT INJECTION FOR TESTS ONLY (never set by the coordinator): the worker process kills itself
-    # (os._exit) after its first progress event, on each of the first `test_crash_times` attempts,
-    # counted by marker files in `test_crash_dir` (shared by the test and the Ray worker).
-    test_crash_dir: str = ""
-    test_crash_times: int = 0
+def fetch_blobs(plan: JobPlan) -> Blobs:
+    """Every blob the plan reads, read once; the candidates of an auto job share them (Ray object store)."""
+    store = open_store(plan.store_url)
+    return {sha256: store.read_blob(sha256) for sha256 in plan.blobs}
 
 
-def run_plan(plan: JobPlan, progress_every: int = 10) -> Iterator[dict]:
-    """Yields {"kind": "progress", ...} events, then one {"kind": "done", ...} with the adapter module."""
+def run_plan(plan: JobPlan, progress_every: int = 10, blobs: Blobs | None = None) -> Iterator[Progress | TrainedAdapter]:
+    """Trains the plan's one method: yields Progress while training, then the stored TrainedAdapter."""
     configure_threads()
     store = open_store(plan.store_url)
+    read = blobs.__getitem__ if blobs else store.read_blob
     beta = beta_from_stats(plan.generic_category.feature_norm_mean, plan.category.feature_norm_mean)
-    samples = load_samples(store, plan.samples_record, plan.samples) if plan.samples else None
-    problem = make_problem(plan.config, load_module(store, plan.category), load_module(store, plan.teacher_task),
-                           load_module(store, plan.generic_task), beta, samples,
-                           load_module(store, plan.generic_category))
-    events = _train_streaming(plan.config, problem, progress_every)
-    result = yield from (_test_crash_midway(events, plan) if plan.test_crash_times > 0 else events)
+    samples = load_samples(read, plan.samples_record, plan.samples) if plan.samples else None
+    problem = make_problem(plan.config, load_module(read, plan.category), load_module(read, plan.teacher_task),
+                           load_module(read, plan.generic_task), beta, samples,
+                           load_module(read, plan.generic_category))
+    result = yield from _train_streaming(plan.config, problem, progress_every)
     record = store_adapter(store, plan, result.adapter)
-    yield {"kind": "done", "module_id": record.module_id, "sha256": record.sha256,
-           "size_bytes": record.size_bytes, "config_json": record.spec_json,
-           "steps": result.steps, "seconds": result.seconds, "device": str(default_device())}
-
-
-def _test_crash_midway(events: Iterator[dict], plan: JobPlan):
-    """TESTS ONLY (see JobPlan.test_crash_times): dies like a crashed Ray worker after one event."""
-    folder = Path(plan.test_crash_dir)
-    crashes = len(list(folder.glob(f"{plan.job_id}.crash-*")))
-    while True:
-        try:
-            item = next(events)
-        except StopIteration as stop:
-            return stop.value
-        yield item
-        if crashes < plan.test_crash_times:
-            (folder / f"{plan.job_id}.crash-{crashes}").touch()
-            os._exit(1)
+    yield TrainedAdapter(method=plan.config.method, module_id=record.module_id, sha256=record.sha256,
+                         size_bytes=record.size_bytes, config_json=record.spec_json, steps=result.steps,
+                         seconds=result.seconds, device=str(default_device()))
 
 
 def _train_streaming(config: JobConfig, problem, progress_every: int):
@@ -89,7 +59,8 @@ def _train_streaming(config: JobConfig, problem, progress_every: int):
 
     def progress(step: int, total: int, parts: dict[str, float]) -> None:
         if step % progress_every == 0 or step == total:
-            events.put({"kind": "progress", "step": step, "total": total, **parts})
+            events.put(Progress(config.method, step, total, parts.get("loss", 0.0), parts.get("distill_loss", 0.0),
+                                parts.get("task_loss", 0.0)))
 
     def train() -> None:
         try:
@@ -113,15 +84,15 @@ def _train_streaming(config: JobConfig, problem, progress_every: int):
     return outcome["result"]
 
 
-def load_module(store: ObjectStore, record: ModuleRecord) -> SpecModule:
+def load_module(read: Callable[[str], bytes], record: ModuleRecord) -> SpecModule:
     spec = ModuleSpec.loads(record.spec_json)
-    return build_module(spec, weights_from_bytes(store.read_blob(record.sha256), spec))
+    return build_module(spec, weights_from_bytes(read(record.sha256), spec))
 
 
-def load_samples(store: ObjectStore, record: ModuleRecord | None, count: int) -> Samples:
+def load_samples(read: Callable[[str], bytes], record: ModuleRecord | None, count: int) -> Samples:
     if record is None:
         raise ValueError("the job needs samples but the teacher site uploaded none")
-    tensors = st_load(store.read_blob(record.sha256))
+    tensors = st_load(read(record.sha256))
     if len(tensors["images"]) < count:
         raise ValueError(f"the job needs {count} samples, the site provided {len(tensors['images'])}")
     masks = tensors.get("masks")
@@ -135,11 +106,11 @@ def store_adapter(store: ObjectStore, plan: JobPlan, adapter) -> ModuleRecord:
     info = store.put_blob([data], expected_size=len(data))
     category, task = plan.category.category, plan.config.task
     record = ModuleRecord(
-        module_id=f"{ADAPTER_SITE}-adapter-{plan.teacher_site_id}-{category}-{task}-{info.sha256[:12]}",
+        module_id=module_id(ADAPTER_SITE, "adapter", category, task, config_json, info.sha256),
         site_id=ADAPTER_SITE, category=category, role="adapter", task=task, spec_json=config_json,
         sha256=info.sha256, size_bytes=info.size, metadata={"job_id": plan.job_id, "method": plan.config.method})
     save_module_record(store, record)
     return record
 
 
-__all__ = ["ADAPTER_SITE", "JobPlan", "run_plan"]
+__all__ = ["ADAPTER_SITE", "JobPlan", "fetch_blobs", "run_plan"]

@@ -12,6 +12,8 @@ overwritten by the next commit of version 4. One writer (the coordinator) commit
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -48,6 +50,19 @@ class ModuleRecord:
     @property
     def key(self) -> str:
         return module_record_key(self.site_id, self.module_id)
+
+
+def module_id(site_id: str, role: str, category: str, task: str, spec_json: str, sha256: str,
+              feature_norm_mean: float = 0.0, num_images: int = 0) -> str:
+    """The one id scheme of every module (uploads and adapters alike).
+
+    Stable across identical re-uploads; a change in the spec, the weights or the statistics gives
+    another id, so a stored record is never replaced by a different one under the same id.
+    """
+    names = category if role == "category" else f"{category}-{task}" if task else category
+    content = json.dumps({"spec": spec_json, "sha256": sha256, "feature_norm_mean": float(feature_norm_mean),
+                          "num_images": int(num_images)}, sort_keys=True)
+    return f"{site_id}-{role}-{names}-{hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
 
 def module_record_key(site_id: str, module_id: str) -> str:
@@ -104,6 +119,10 @@ class AdapterEntry:
     metrics: dict[str, float] = field(default_factory=dict)
     teacher_metrics: dict[str, float] = field(default_factory=dict)
     job_id: str = ""
+    # where the route came from and how good it is: job_id, method, samples, adapter{layers, kernel,
+    # reorder}, steps, metric, value, teacher_value, sites, sha256{role: digest}, created
+    provenance: dict = field(default_factory=dict)
+    forced: bool = False  # put in by an admin (`admin promote`), not by the gate
 
 
 @dataclass
@@ -116,6 +135,7 @@ class NetManifest:
     task_modules: dict[str, str] = field(default_factory=dict)  # task -> module_id
     adapters: list[AdapterEntry] = field(default_factory=list)
     created: float = field(default_factory=time.time)
+    note: str = ""  # how this version came to be: a job, a forced promotion, a rollback
 
     def next_version(self) -> NetManifest:
         """Deep copy to edit and commit as the following version."""
@@ -147,6 +167,7 @@ class NetManifest:
             task_modules=dict(doc.get("task_modules", {})),
             adapters=adapters,
             created=float(doc.get("created", 0.0)),
+            note=str(doc.get("note", "")),
         )
 
 

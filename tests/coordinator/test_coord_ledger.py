@@ -57,3 +57,62 @@ def test_sites(tmp_path) -> None:
     ledger.record_site("a", "127.0.0.1:1")
     ledger.record_site("a", "127.0.0.1:2")
     assert ledger.get_site("a").endpoint == "127.0.0.1:2"
+
+
+def _evaluating(ledger: L.Ledger) -> str:
+    job = ledger.create_job({})
+    assert ledger.transition(job.id, L.RUNNING) and ledger.transition(job.id, L.EVALUATING)
+    return job.id
+
+
+def test_a_claimed_commit_cannot_be_cancelled_and_a_cancelled_job_cannot_claim(tmp_path) -> None:
+    ledger = L.Ledger(tmp_path / "l.db")
+    claimed, cancelled = _evaluating(ledger), _evaluating(ledger)
+    assert ledger.claim_commit(claimed, {"proposal": {"net": "n"}}, candidates=[{"method": "m"}])
+    assert not ledger.transition(claimed, L.CANCELLED)  # the cancel lost: the commit goes on
+    assert not ledger.transition(claimed, L.PENDING)  # nor is it ever re-queued
+    assert not ledger.claim_commit(claimed, {"proposal": {}})  # one claim
+    assert [j.id for j in ledger.claimed_jobs()] == [claimed]
+    assert ledger.transition(cancelled, L.CANCELLED)
+    assert not ledger.claim_commit(cancelled, {"proposal": {}})  # the cancel came first: nothing commits
+    assert ledger.recover(max_attempts=3) == [] and ledger.get_job(claimed).state == L.EVALUATING
+    assert ledger.transition(claimed, L.REJECTED, reason="gate")
+    row = ledger.get_job(claimed)
+    assert (row.state, row.reason, row.candidates, row.commit_claim) == (L.REJECTED, "gate", [{"method": "m"}],
+                                                                         {"proposal": {"net": "n"}})
+    assert ledger.record_promotion(claimed, 4, "forced by ops")
+    assert (ledger.get_job(claimed).net_version, ledger.get_job(claimed).state) == (4, L.REJECTED)
+    assert not ledger.record_promotion(cancelled, 5, "x")
+
+
+def test_states_are_defined_once() -> None:
+    from coordinator import job_states
+    from protos.nt.v1 import control_pb2
+
+    assert L.STATES is job_states.STATES and L.TERMINAL is job_states.TERMINAL
+    assert set(L.STATES) == set(control_pb2.JobState.keys()) - {"JOB_STATE_UNSPECIFIED"}
+    assert L.REJECTED in L.TERMINAL and control_pb2.REJECTED in job_states.TERMINAL_PB
+
+
+def test_an_older_ledger_is_upgraded_in_place(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, error TEXT NOT NULL DEFAULT '',
+            created REAL NOT NULL, started REAL NOT NULL DEFAULT 0, finished REAL NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0, metrics TEXT NOT NULL DEFAULT '{}',
+            adapter_module_id TEXT NOT NULL DEFAULT '', net_version INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE progress (job_id TEXT NOT NULL, step INTEGER NOT NULL, total INTEGER NOT NULL, loss REAL NOT NULL,
+            distill_loss REAL NOT NULL, task_loss REAL NOT NULL, time REAL NOT NULL, PRIMARY KEY (job_id, step));
+        INSERT INTO jobs (id, spec, state, created) VALUES ('job-old', '{}', 'SUCCEEDED', 1.0);
+        INSERT INTO progress VALUES ('job-old', 10, 20, 0.5, 0.4, 0.1, 2.0);""")
+    db.commit()
+    db.close()
+    ledger = L.Ledger(path)
+    row = ledger.get_job("job-old")
+    assert (row.state, row.candidates, row.reason, row.commit_claim) == (L.SUCCEEDED, [], "", {})
+    assert ledger.job_progress("job-old") == [(10, 20, 0.5, 0.4, 0.1, 2.0, "")]
+    ledger.record_progress("job-old", 10, 20, 0.3, 0.2, 0.1, 3.0, method="lstsq")  # per candidate now
+    assert len(ledger.job_progress("job-old")) == 2

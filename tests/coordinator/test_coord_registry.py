@@ -181,3 +181,33 @@ def test_concurrent_uploads_cannot_both_fit_one_quota(tmp_path) -> None:
         release.set()
         channel.close()
         server.stop(0)
+
+
+def test_a_differing_re_upload_never_replaces_a_stored_record(registry) -> None:
+    """Same weights, another spec (max-pool -> avg-pool) or other feature statistics: another module id,
+    and the first record stays exactly as it was (a committed net that points at it cannot change)."""
+    import json
+
+    store, stub = registry
+    spec_json, data = tiny_category()
+    first = upload(stub, make_header("site-a", "3", common_pb2.CATEGORY, data, spec_json, feature_norm_mean=2.5),
+                   data)
+    before = download(stub, first.module_id)[0]
+    doc = json.loads(spec_json)
+    for node in doc["nodes"]:
+        if node["op"] == "maxpool2d":
+            node["op"] = "avgpool2d"
+    other_spec = json.dumps(doc)
+    other_spec_id = upload(stub, make_header("site-a", "3", common_pb2.CATEGORY, data, other_spec,
+                                             feature_norm_mean=2.5), data).module_id
+    other_stats_id = upload(stub, make_header("site-a", "3", common_pb2.CATEGORY, data, spec_json,
+                                              feature_norm_mean=9.0), data).module_id
+    assert len({first.module_id, other_spec_id, other_stats_id}) == 3
+    after = download(stub, first.module_id)[0]
+    assert after == before and after.spec_json == spec_json and after.stats.feature_norm_mean == 2.5
+    assert download(stub, other_spec_id)[0].spec_json == other_spec
+    assert download(stub, other_stats_id)[0].stats.feature_norm_mean == 9.0
+    assert upload(stub, make_header("site-a", "3", common_pb2.CATEGORY, data, spec_json, feature_norm_mean=2.5),
+                  data).module_id == first.module_id  # identical: the same id, the record untouched
+    assert download(stub, first.module_id)[0] == before
+    assert len(list_module_records(store, "site-a")) == 3

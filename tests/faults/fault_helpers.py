@@ -11,7 +11,7 @@ import grpc
 from common.bearer import hash_token
 from common.guard import RequireTokenInterceptor
 from protos.nt.v1 import common_pb2, control_pb2, site_pb2, site_pb2_grpc
-from tests.helpers.cluster import TERMINAL
+from coordinator.job_states import TERMINAL_PB as TERMINAL
 
 
 class InstantSite(site_pb2_grpc.SiteAgentServicer):

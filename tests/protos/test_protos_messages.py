@@ -72,7 +72,8 @@ def test_services_have_expected_methods() -> None:
 
     assert methods(registry_pb2, "ModuleRegistry") == {"Upload", "Download", "List", "Delete"}
     assert methods(control_pb2, "Control") == {
-        "SubmitJob", "GetJob", "ListJobs", "CancelJob", "WatchJob", "GetNet", "GetJobHistory"}
+        "SubmitJob", "GetJob", "ListJobs", "CancelJob", "WatchJob", "GetNet", "GetJobHistory", "PromoteJob",
+        "RollbackNet", "ListSites"}
     assert registry_pb2.DESCRIPTOR.package == "transplant.v1"
     for grpc_module, stub in [
         (registry_pb2_grpc, "ModuleRegistryStub"), (control_pb2_grpc, "ControlStub"),

@@ -70,6 +70,21 @@ class ControlStub:
                 request_serializer=protos_dot_nt_dot_v1_dot_control__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=protos_dot_nt_dot_v1_dot_control__pb2.JobHistory.FromString,
                 _registered_method=True)
+        self.PromoteJob = channel.unary_unary(
+                '/transplant.v1.Control/PromoteJob',
+                request_serializer=protos_dot_nt_dot_v1_dot_control__pb2.PromoteJobRequest.SerializeToString,
+                response_deserializer=protos_dot_nt_dot_v1_dot_control__pb2.PromoteJobReply.FromString,
+                _registered_method=True)
+        self.RollbackNet = channel.unary_unary(
+                '/transplant.v1.Control/RollbackNet',
+                request_serializer=protos_dot_nt_dot_v1_dot_control__pb2.RollbackNetRequest.SerializeToString,
+                response_deserializer=protos_dot_nt_dot_v1_dot_control__pb2.GetNetReply.FromString,
+                _registered_method=True)
+        self.ListSites = channel.unary_unary(
+                '/transplant.v1.Control/ListSites',
+                request_serializer=protos_dot_nt_dot_v1_dot_control__pb2.ListSitesRequest.SerializeToString,
+                response_deserializer=protos_dot_nt_dot_v1_dot_control__pb2.ListSitesReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -121,6 +136,28 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromoteJob(self, request, context):
+        """Puts a SUCCEEDED or REJECTED job's best candidate into its net regardless of the gate
+        (recorded as forced in the net version and the job).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackNet(self, request, context):
+        """Commits a new version of a net equal to an older one (nothing is ever deleted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSites(self, request, context):
+        """Sites that have announced themselves (heartbeat) or uploaded modules.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +195,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.GetJobHistory,
                     request_deserializer=protos_dot_nt_dot_v1_dot_control__pb2.GetJobRequest.FromString,
                     response_serializer=protos_dot_nt_dot_v1_dot_control__pb2.JobHistory.SerializeToString,
+            ),
+            'PromoteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteJob,
+                    request_deserializer=protos_dot_nt_dot_v1_dot_control__pb2.PromoteJobRequest.FromString,
+                    response_serializer=protos_dot_nt_dot_v1_dot_control__pb2.PromoteJobReply.SerializeToString,
+            ),
+            'RollbackNet': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackNet,
+                    request_deserializer=protos_dot_nt_dot_v1_dot_control__pb2.RollbackNetRequest.FromString,
+                    response_serializer=protos_dot_nt_dot_v1_dot_control__pb2.GetNetReply.SerializeToString,
+            ),
+            'ListSites': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSites,
+                    request_deserializer=protos_dot_nt_dot_v1_dot_control__pb2.ListSitesRequest.FromString,
+                    response_serializer=protos_dot_nt_dot_v1_dot_control__pb2.ListSitesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +402,87 @@ class Control:
             '/transplant.v1.Control/GetJobHistory',
             protos_dot_nt_dot_v1_dot_control__pb2.GetJobRequest.SerializeToString,
             protos_dot_nt_dot_v1_dot_control__pb2.JobHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transplant.v1.Control/PromoteJob',
+            protos_dot_nt_dot_v1_dot_control__pb2.PromoteJobRequest.SerializeToString,
+            protos_dot_nt_dot_v1_dot_control__pb2.PromoteJobReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackNet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transplant.v1.Control/RollbackNet',
+            protos_dot_nt_dot_v1_dot_control__pb2.RollbackNetRequest.SerializeToString,
+            protos_dot_nt_dot_v1_dot_control__pb2.GetNetReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSites(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transplant.v1.Control/ListSites',
+            protos_dot_nt_dot_v1_dot_control__pb2.ListSitesRequest.SerializeToString,
+            protos_dot_nt_dot_v1_dot_control__pb2.ListSitesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,102 @@
+"""What `admin jobs`, `admin net` and `admin sites` show: one dict per row (printed as JSON with --json)
+and the table cells made from it, so the table and the JSON never disagree."""
+
+from __future__ import annotations
+
+import time
+
+from coordinator.convert import provenance_doc
+from coordinator.job_states import state_name
+from coordinator.promotion import primary_metric
+from protos.nt.v1 import control_pb2
+
+AUTO = "auto"  # an empty method in a job spec means auto (transplant.methods.AUTO; no torch import here)
+
+
+def _metrics(items) -> dict[str, float]:
+    return {m.name: m.value for m in items}
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def job_doc(job: control_pb2.Job) -> dict:
+    spec, metrics = job.spec, _metrics(job.metrics)
+    metric = primary_metric(spec.task, metrics) if metrics else ""
+    chosen = next((c.method for c in job.candidates if c.chosen), "")
+    return {
+        "job_id": job.job_id, "state": state_name(job.state), "category": spec.category, "task": spec.task,
+        "method": spec.method or AUTO, "chosen_method": chosen, "samples": spec.samples,
+        "layers": spec.adapter.layers or 1, "kernel": spec.adapter.kernel_size or 1, "reorder": spec.adapter.reorder,
+        "steps": spec.steps, "teacher_site": spec.teacher_site_id, "generic_site": spec.generic_site_id,
+        "max_gap": spec.max_gap if spec.HasField("max_gap") else None,
+        "metric": metric, "value": metrics.get(metric), "teacher_value": metrics.get(f"teacher_{metric}"),
+        "net_version": job.net_version, "reason": job.reason, "error": job.error, "promoted": job.promoted,
+        "attempts": job.attempts, "created": job.created, "finished": job.finished,
+        "candidates": [{"method": c.method, "metrics": _metrics(c.metrics), "steps": c.steps, "seconds": c.seconds,
+                        "error": c.error, "chosen": c.chosen, "adapter_id": c.adapter_ref.module_id}
+                       for c in job.candidates],
+    }
+
+
+JOB_HEADER = ("JOB", "STATE", "CATEGORY", "TASK", "METHOD", "SAMPLES", "LAYERS", "KERNEL", "METRIC", "VALUE",
+              "TEACHER", "NET", "CREATED", "REASON / ERROR")
+
+
+def job_cells(doc: dict) -> tuple[str, ...]:
+    method = f"{doc['method']}:{doc['chosen_method']}" if doc["method"] == AUTO and doc["chosen_method"] else doc["method"]
+    net = f"v{doc['net_version']}" + (" (forced)" if doc["promoted"] else "") if doc["net_version"] else "-"
+    return (doc["job_id"], doc["state"], doc["category"], doc["task"], method, str(doc["samples"]),
+            str(doc["layers"]), str(doc["kernel"]), doc["metric"] or "-", _figure(doc["value"]),
+            _figure(doc["teacher_value"]), net, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(doc["created"])),
+            doc["error"] or doc["reason"] or "")
+
+
+def candidate_lines(doc: dict) -> list[str]:
+    """One line per candidate of an auto job, for `admin watch` and the end of `admin submit --watch`."""
+    lines = []
+    for c in doc["candidates"]:
+        figures = ", ".join(f"{k}={v:.2f}" for k, v in sorted(c["metrics"].items())) or c["error"] or "-"
+        lines.append(f"  {'*' if c['chosen'] else ' '} {c['method']:<14} {figures}")
+    return lines
+
+
+def net_doc(net: control_pb2.GetNetReply) -> dict:
+    return {"name": net.name, "version": net.version, "created": net.created, "note": net.note,
+            "routes": [route_doc(e) for e in net.entries]}
+
+
+def route_doc(entry: control_pb2.NetEntry) -> dict:
+    return {"category": entry.category, "task": entry.task, "adapter_id": entry.adapter_id,
+            "category_module_id": entry.category_module_id, "task_module_id": entry.task_module_id,
+            "quality": _metrics(entry.quality), "teacher_quality": _metrics(entry.teacher_quality),
+            "forced": entry.forced, "provenance": provenance_doc(entry.provenance)}
+
+
+NET_HEADER = ("CATEGORY", "TASK", "METHOD", "SAMPLES", "LAYERS", "KERNEL", "STEPS", "METRIC", "VALUE", "TEACHER",
+              "JOB")
+
+
+def route_cells(doc: dict) -> tuple[str, ...]:
+    p = doc["provenance"]
+    method = p["method"] + (" (forced)" if doc["forced"] else "")
+    native = p["method"] == "native"
+    return (doc["category"], doc["task"], method, "-" if native else str(p["samples"]),
+            "-" if native else str(p["adapter"]["layers"]), "-" if native else str(p["adapter"]["kernel"]),
+            "-" if native else str(p["steps"]), p["metric"] or "-", _figure(p["value"]), _figure(p["teacher_value"]),
+            p["job_id"] or "-")
+
+
+def site_doc(site: control_pb2.SiteInfo) -> dict:
+    return {"site_id": site.site_id, "endpoint": site.endpoint, "last_seen": site.last_seen,
+            "categories": list(site.categories), "tasks": list(site.tasks), "shared_samples": site.shared_samples}
+
+
+SITE_HEADER = ("SITE", "ENDPOINT", "LAST SEEN", "CATEGORIES", "TASKS", "SHARED SAMPLES")
+
+
+def site_cells(doc: dict) -> tuple[str, ...]:
+    seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(doc["last_seen"])) if doc["last_seen"] else "never"
+    return (doc["site_id"], doc["endpoint"] or "-", seen, ",".join(doc["categories"]) or "-",
+            ",".join(doc["tasks"]) or "-", str(doc["shared_samples"]))

@@ -1,0 +1,115 @@
+"""After training: the owning site evaluates every candidate, the best one is proposed to its net, and
+the job ends SUCCEEDED (it entered the net) or REJECTED (the gate said no; the net is unchanged).
+
+The commit is claimed in the ledger first (state check and claim in one guarded UPDATE): a cancel
+that came first wins and nothing is committed; once claimed, cancels are refused. The claim keeps the
+proposal, so `repair` finishes a commit cut off by a coordinator crash (found in the net: SUCCEEDED;
+not found: decided and committed now).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from coordinator import ledger as L
+from coordinator.convert import state_event
+from coordinator.events import EventHub
+from coordinator.jobs import CandidateResult, JobPlan
+from coordinator.netbook import NetBook, Proposal, proposal_for
+from coordinator.promotion import best_candidate, max_gap_for
+from coordinator.site_client import EvaluationError, SiteClient
+from coordinator.store import StoreError
+from protos.nt.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+
+def describe_errors(candidates: list[CandidateResult]) -> str:
+    if len(candidates) == 1:
+        return candidates[0].error or "no figures"
+    return "; ".join(f"{c.method}: {c.error or 'no figures'}" for c in candidates)
+
+
+class Committer:
+    def __init__(self, ledger: L.Ledger, events: EventHub, sites: SiteClient, netbook: NetBook,
+                 max_gaps: dict[str, float] | None = None) -> None:
+        self.ledger, self.events, self.sites, self.netbook = ledger, events, sites, netbook
+        self.max_gaps = dict(max_gaps or {})
+
+    # ledger + events together
+
+    def move(self, job_id: str, state: str, message: str = "", **fields) -> bool:
+        if not self.ledger.transition(job_id, state, **fields):
+            return False
+        self.events.publish(state_event(job_id, state, message or fields.get("reason") or fields.get("error", "")))
+        return True
+
+    def fail(self, job_id: str, reason: str, **fields) -> None:
+        log.warning("job %s failed: %s", job_id, reason)
+        self.move(job_id, L.FAILED, error=reason, **fields)
+
+    # one job
+
+    def evaluate_and_commit(self, plan: JobPlan, candidates: list[CandidateResult]) -> None:
+        job_id = plan.job_id
+        try:
+            if not self._evaluate(plan, candidates):
+                return  # cancelled while the site evaluated: the net stays as it was
+        except EvaluationError as exc:
+            self.fail(job_id, str(exc), candidates=[c.to_doc() for c in candidates])
+            return
+        best = best_candidate(plan.config.task, candidates)
+        if best is None:
+            self.fail(job_id, f"no candidate has the task's primary figure ({describe_errors(candidates)})",
+                      candidates=[c.to_doc() for c in candidates])
+            return
+        best.chosen = True
+        proposal = proposal_for(plan, best, max_gap_for(plan.config.task, plan.max_gap, self.max_gaps))
+        claim = {"at": time.time(), "proposal": proposal.to_doc()}
+        if not self.ledger.claim_commit(job_id, claim, candidates=[c.to_doc() for c in candidates],
+                                        metrics=best.metrics, adapter_module_id=best.adapter.module_id):
+            return  # cancelled just now: the claim lost, nothing is committed
+        self.commit_claimed(job_id, proposal)
+
+    def _evaluate(self, plan: JobPlan, candidates: list[CandidateResult]) -> bool:
+        """Fills in each trained candidate's figures; False once the job is no longer EVALUATING."""
+        for candidate in candidates:
+            if candidate.adapter is None:
+                continue
+            if self.ledger.get_job(plan.job_id).state != L.EVALUATING:
+                return False
+            adapter = candidate.adapter
+            ref = common_pb2.ModuleRef(module_id=adapter.module_id, sha256=adapter.sha256,
+                                       size_bytes=adapter.size_bytes)
+            candidate.metrics = self.sites.evaluate(plan.for_method(candidate.method), ref, adapter.config_json)
+        return self.ledger.get_job(plan.job_id).state == L.EVALUATING
+
+    def commit_claimed(self, job_id: str, proposal: Proposal) -> None:
+        """Only the holder of the job's commit claim calls this: the gate, the net, the job's end."""
+        try:
+            version, decision = self.netbook.commit(proposal)
+        except (StoreError, ValueError) as exc:
+            self.fail(job_id, f"could not commit the transplant net: {exc}")
+            return
+        if version:
+            self.move(job_id, L.SUCCEEDED, message=f"net {proposal.net} version {version}: {decision.reason}",
+                      net_version=version, reason=decision.reason)
+        else:
+            log.info("job %s rejected: %s", job_id, decision.reason)
+            self.move(job_id, L.REJECTED, reason=decision.reason)
+
+    def repair(self) -> list[str]:
+        """At start-up, before any job runs: finishes every commit a crash cut off. Returns their ids."""
+        repaired = []
+        for job in self.ledger.claimed_jobs():
+            proposal = Proposal.from_doc(job.commit_claim["proposal"])
+            version = self.netbook.find_commit(proposal.net, job.id, since=job.commit_claim.get("at", 0.0))
+            if version:
+                self.move(job.id, L.SUCCEEDED, net_version=version,
+                          reason="committed before a coordinator restart")
+            else:
+                self.commit_claimed(job.id, proposal)
+            log.info("job %s: a commit cut off by a restart was finished", job.id)
+            repaired.append(job.id)
+        return repaired
