@@ -416,7 +416,7 @@ def test_entrypoint_dispatch(tmp_path):
 
 @functools.cache
 def _python_sources() -> str:
-    return "\n".join(p.read_text(errors="replace") for d in ("coordinator", "site_agent", "transplant", "protos")
+    return "\n".join(p.read_text(errors="replace") for d in ("common", "coordinator", "site_agent", "transplant", "protos")
                      for p in (ROOT / d).rglob("*.py"))
 
 
