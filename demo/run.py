@@ -17,12 +17,12 @@ import grpc
 from tqdm import tqdm
 
 from common.registry_client import download
+from coordinator.job_states import TERMINAL_PB as TERMINAL
 from demo.processes import ROOT, Processes, free_port, wait_for
 from demo.sites import Group, coordinator_ready, default_groups, site_ready, start_site
 from demo.table import Jobs, print_table, results_table
 from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2_grpc
 
-TERMINAL = {control_pb2.SUCCEEDED, control_pb2.FAILED, control_pb2.CANCELLED}
 MAX_MESSAGE = 64 << 20  # as the admin CLI: net and job-history replies may exceed gRPC's 4 MiB default
 
 
