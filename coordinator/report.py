@@ -57,15 +57,15 @@ def quality_matrix(entries, path: Path) -> Path:
 
 
 def quality_vs_samples(jobs, path: Path) -> Path:
-    """Per task: the metric of succeeded jobs against their number of labelled samples, per method."""
+    """Per task: every evaluated candidate's metric against its number of labelled samples, one line per
+    (category, method): lines never join different categories."""
     by_task: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     for job in jobs:
-        if job.state != control_pb2.SUCCEEDED:
-            continue
         metric = PRIMARY.get(job.spec.task, ("error_rate",))[0]
-        value = _metrics(job.metrics).get(metric)
-        if value is not None:
-            by_task[job.spec.task][job.spec.method].append((job.spec.samples, value))
+        for candidate in job.candidates:
+            value = _metrics(candidate.metrics).get(metric)
+            if value is not None:
+                by_task[job.spec.task][f"{job.spec.category} · {candidate.method}"].append((job.spec.samples, value))
     tasks = sorted(by_task) or ["classification"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -115,6 +115,8 @@ def summary_html(net: control_pb2.GetNetReply, jobs, images: list[str]) -> str:
                           "" if value is None else f"{value:.2f}", "" if teacher is None else f"{teacher:.2f}", gap]))
     states = Counter(control_pb2.JobState.Name(j.state) for j in jobs)
     failures = [_row([j.job_id, j.spec.category, j.spec.task, j.error]) for j in jobs if j.state == control_pb2.FAILED]
+    failures += [_row([j.job_id, j.spec.category, j.spec.task, "REJECTED: " + j.reason]) for j in jobs
+                 if j.state == control_pb2.REJECTED]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Transplant net {html.escape(net.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
 table{{border-collapse:collapse}}img{{max-width:100%;margin:1em 0}}</style></head><body>
@@ -124,7 +126,7 @@ Quality is evaluated by each category's own site on its held-out data; the teach
 net on the same data.</p>
 <table><tr><th>category</th><th>task</th><th>method</th><th>samples</th><th>metric</th><th>adapter</th>
 <th>teacher</th><th>adapter - teacher</th></tr>{"".join(rows)}</table>
-{"<h2>Failed jobs</h2><table><tr><th>job</th><th>category</th><th>task</th><th>reason</th></tr>" + "".join(failures) + "</table>" if failures else ""}
+{"<h2>Failed and rejected jobs</h2><table><tr><th>job</th><th>category</th><th>task</th><th>reason</th></tr>" + "".join(failures) + "</table>" if failures else ""}
 {"".join(f'<img src="{name}" alt="{name}">' for name in images)}
 </body></html>"""
 
@@ -139,9 +141,12 @@ def write_report(control: control_pb2_grpc.ControlStub, directory: Path, timeout
     histories = {}
     for job in jobs:
         history = control.GetJobHistory(control_pb2.GetJobRequest(job_id=job.job_id), timeout=timeout)
-        if history.events:
-            histories[job.job_id] = (f"{job.spec.category} x {job.spec.task} ({job.spec.method}, "
-                                     f"{job.spec.samples} samples)", list(history.events))
+        by_method: dict[str, list] = defaultdict(list)
+        for event in history.events:  # an auto job trains several candidates: one curve each
+            by_method[event.method or job.spec.method].append(event)
+        for method, events in by_method.items():
+            histories[f"{job.job_id}/{method}"] = (f"{job.spec.category} x {job.spec.task} ({method}, "
+                                                   f"{job.spec.samples} samples)", events)
     images = [quality_matrix(list(net.entries), directory / "quality_matrix.png").name,
               quality_vs_samples(jobs, directory / "quality_vs_samples.png").name,
               loss_curves(histories, directory / "loss_curves.png").name]

@@ -139,3 +139,21 @@ class TcpProxy:
                 with self._lock:
                     self._open.discard(sock)
                 self._shut(sock)
+
+
+def crashing_body(marker_dir: str, times: dict[str, int], plan, progress_every: int, blobs):
+    """A candidate's Ray task body (coordinator.training.TRAIN_BODY) that dies like a crashed Ray worker
+    (os._exit) after its first progress event, on each of the first `times[category]` attempts, counted
+    by marker files in `marker_dir` (shared by the test and the Ray workers)."""
+    import os
+    from pathlib import Path
+
+    from coordinator.worker import run_plan
+
+    folder, limit = Path(marker_dir), times.get(plan.category.category, 0)
+    crashes = len(list(folder.glob(f"{plan.job_id}.crash-*")))
+    for item in run_plan(plan, progress_every, blobs):
+        yield item
+        if crashes < limit:
+            (folder / f"{plan.job_id}.crash-{crashes}").touch()
+            os._exit(1)

@@ -16,38 +16,64 @@ from pathlib import Path
 import pytest
 
 from common.guard import ADMIN, SITE
-from coordinator.ledger import EVALUATING, SUCCEEDED, Ledger
-from coordinator.netbook import NetBook
-from coordinator.server import reconcile_committed_jobs
+from coordinator.committer import Committer
+from coordinator.events import EventHub
+from coordinator.jobs import CandidateResult, JobPlan, TrainedAdapter
+from coordinator.ledger import EVALUATING, REJECTED, SUCCEEDED, Ledger
+from coordinator.netbook import NetBook, Proposal, proposal_for
 from coordinator.store import LocalStore
+from coordinator.store.manifests import (ModuleRecord, list_net_versions, load_latest_net, load_module_record,
+                                         load_net, net_latest_key, net_version_key)
 from coordinator.tokens import new_token
-from coordinator.store.manifests import (AdapterEntry, NetManifest, commit_net, list_net_versions,
-                                         load_latest_net, load_module_record, load_net, net_latest_key,
-                                         net_version_key)
 from protos.nt.v1 import control_pb2, heartbeat_pb2
 from tests.faults.fault_helpers import InstantSite, serve_site, wait_terminal
 from tests.helpers.cluster import TASK, issue, job_spec, push_site, stubs
+from transplant.job import JobConfig
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 CATEGORIES = ("1", "2", "3", "4", "5")
 
 
-def test_a_job_committed_just_before_a_crash_is_not_run_again(tmp_path) -> None:
-    """The window between the net commit and the ledger's SUCCEEDED: the manifest is the commit point."""
+def _claimed(ledger: Ledger, category: str, value: float) -> tuple[str, Proposal]:
+    """A job stopped after the ledger claimed its commit: its proposal is in the claim."""
+    job = ledger.create_job({"category": category})
+    assert ledger.transition(job.id, "RUNNING") and ledger.transition(job.id, EVALUATING)
+    record = lambda site, role, cat, task="": ModuleRecord(f"{site}-{role}-{cat}", site, cat, role, task, "{}",  # noqa: E731
+                                                           "0" * 64, 1, feature_norm_mean=1.0)
+    plan = JobPlan(job.id, "", JobConfig(TASK), "site-t", record("site-t", "category", category),
+                   record("site-t", "task", category, TASK), record("site-g", "task", "0", TASK),
+                   record("site-g", "category", "0"))
+    adapter = TrainedAdapter("back_distill", f"coordinator-adapter-{category}", "1" * 64, 1, "{}", 5, 0.1)
+    proposal = proposal_for(plan, CandidateResult("back_distill", adapter, {"error_rate": value,
+                                                                             "teacher_error_rate": 5.0}), 30.0)
+    assert ledger.claim_commit(job.id, {"at": time.time() - 1, "proposal": proposal.to_doc()})
+    return job.id, proposal
+
+
+def test_a_restart_finishes_every_half_done_commit(tmp_path) -> None:
+    """Cut off after the claim: committed (the manifest is the commit point) -> SUCCEEDED with its version,
+    never committed twice; not yet committed -> the gate and the commit run now; unclaimed -> re-run."""
     store, ledger = LocalStore(tmp_path / "store"), Ledger(tmp_path / "ledger.db")
-    committed, cut_off = ledger.create_job({"category": "3"}), ledger.create_job({"category": "4"})
-    for job in (committed, cut_off):
-        assert ledger.transition(job.id, "RUNNING") and ledger.transition(job.id, EVALUATING)
-    entry = AdapterEntry("3", TASK, "coordinator-adapter-x", "0" * 64, metrics={"error_rate": 7.0},
-                         teacher_metrics={"error_rate": 6.0}, job_id=committed.id)
-    commit_net(store, NetManifest("default", 1, adapters=[entry]))
-    commit_net(store, NetManifest("default", 2, adapters=[entry]))  # a later job left it in place
-    assert reconcile_committed_jobs(ledger, NetBook(store)) == [committed.id]
-    row = ledger.get_job(committed.id)
-    assert (row.state, row.net_version, row.metrics) == (SUCCEEDED, 1, {"error_rate": 7.0, "teacher_error_rate": 6.0})
-    assert ledger.get_job(cut_off.id).state == EVALUATING  # not committed: recovery re-runs it
-    assert ledger.recover(3) == [cut_off.id]
+    book = NetBook(store)
+    committed, proposal = _claimed(ledger, "3", 7.0)
+    assert book.commit(proposal)[0] == 1  # ... and then the coordinator died
+    pending_commit, _ = _claimed(ledger, "4", 8.0)
+    too_far, _ = _claimed(ledger, "5", 60.0)
+    cut_off = ledger.create_job({"category": "6"})
+    assert ledger.transition(cut_off.id, "RUNNING") and ledger.transition(cut_off.id, EVALUATING)
     ledger.close()
+
+    reopened = Ledger(tmp_path / "ledger.db")  # a new coordinator process
+    repaired = Committer(reopened, EventHub(), sites=None, netbook=NetBook(store)).repair()
+    assert sorted(repaired) == sorted([committed, pending_commit, too_far])
+    assert (reopened.get_job(committed).state, reopened.get_job(committed).net_version) == (SUCCEEDED, 1)
+    assert (reopened.get_job(pending_commit).state, reopened.get_job(pending_commit).net_version) == (SUCCEEDED, 2)
+    assert reopened.get_job(too_far).state == REJECTED and "points behind" in reopened.get_job(too_far).reason
+    assert list_net_versions(store, "site-g") == [1, 2]  # one commit each, none twice
+    assert {a.job_id for a in load_latest_net(store, "site-g").adapters} == {committed, pending_commit}
+    assert reopened.get_job(cut_off.id).state == EVALUATING  # not claimed: recovery re-runs it
+    assert reopened.recover(3) == [cut_off.id]
+    reopened.close()
 
 
 class Coordinator:

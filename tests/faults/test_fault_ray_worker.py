@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 
 import pytest
 
-from coordinator import scheduler as scheduler_module
+from coordinator import training
 from protos.nt.v1 import control_pb2, heartbeat_pb2
-from tests.faults.fault_helpers import InstantSite, serve_site, wait_terminal
+from tests.faults.fault_helpers import InstantSite, crashing_body, serve_site, wait_terminal
 from tests.helpers.cluster import coordinator, job_spec, push_site, stubs
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -16,17 +16,12 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 @pytest.fixture
 def crashing(monkeypatch, tmp_path):
-    """Plans carry the worker's test-only crash hook: os._exit(1) after the first progress event."""
+    """Every candidate's Ray task runs a body that os._exit(1)s after its first progress event (the
+    training module's TRAIN_BODY, swapped in the driver: no test hook in the production path)."""
     times: dict[str, int] = {}
     marker_dir = tmp_path / "crashes"
     marker_dir.mkdir()
-    resolve = scheduler_module.resolve_plan
-
-    def with_crash(store, store_url, job_id, spec):
-        plan = resolve(store, store_url, job_id, spec)
-        return dataclasses.replace(plan, test_crash_dir=str(marker_dir), test_crash_times=times.get(spec.category, 0))
-
-    monkeypatch.setattr(scheduler_module, "resolve_plan", with_crash)
+    monkeypatch.setattr(training, "TRAIN_BODY", functools.partial(crashing_body, str(marker_dir), times))
     return times, marker_dir
 
 
