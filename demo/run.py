@@ -22,6 +22,7 @@ from demo.processes import ROOT, Processes, free_port, wait_for
 from demo.sites import Group, coordinator_ready, default_groups, site_ready, start_site
 from demo.table import Jobs, print_table, results_table
 from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2_grpc
+from transplant.methods import AUTO
 
 MAX_MESSAGE = 64 << 20  # as the admin CLI: net and job-history replies may exceed gRPC's 4 MiB default
 
@@ -41,11 +42,12 @@ def submit_jobs(opts: DemoOptions, control: control_pb2_grpc.ControlStub) -> Job
     for group in opts.groups:
         for site in group.sites[1:]:
             for task in group.tasks:
-                # Exp.2-like settings for classification (3-conv 1x1 adapter, enlarged G is the default
-                # for classifiers with samples), Exp.3-like for segmentation (1-conv 1x1 adapter)
-                layers = 3 if task == "classification" else 1
+                # method auto: every candidate the data allows is trained and evaluated by the site, the
+                # best enters the net if the gate allows; 1-conv 1x1 adapters, where back-distill and the
+                # stitching methods are exact (benchmarks/results/paper.md)
+                layers = 1
                 spec = control_pb2.TransplantJobSpec(
-                    category=site.category, task=task, method="back_distill", samples=opts.samples,
+                    category=site.category, task=task, method=AUTO, samples=opts.samples,
                     adapter=control_pb2.AdapterConfig(layers=layers, kernel_size=1, reorder=False),
                     seed=0, teacher_site_id=site.site_id, generic_site_id=group.generic.site_id, steps=opts.steps)
                 job = control.SubmitJob(control_pb2.SubmitJobRequest(spec=spec), timeout=30).job

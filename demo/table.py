@@ -23,7 +23,9 @@ def results_table(jobs: Jobs, finished: dict[str, control_pb2.Job], registry: re
         data_bytes = int(info.get("num_images", 0)) * group.image_bytes
         rows.append({
             "category": site.category, "task": task, "site": site.site_id, "generic": group.generic.site_id,
-            "state": control_pb2.JobState.Name(job.state), "error": job.error,
+            "state": control_pb2.JobState.Name(job.state), "error": job.error or job.reason,
+            "method": next((c.method for c in job.candidates if c.chosen), job.spec.method),
+            "candidates": len(job.candidates),
             "metric": primary, "teacher": metrics.get(f"teacher_{primary}"), "transplanted": metrics.get(primary),
             "teacher_iou": metrics.get("teacher_iou"), "transplanted_iou": metrics.get("iou"),
             "bytes_delivered": delivered, "bytes_of_data": data_bytes, "job_id": job_id})
@@ -34,13 +36,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
 
-    header = ("category", "task", "metric (%)", "teacher", "transplanted", "IoU t/s", "MB delivered",
-              "MB of data", "state")
+    header = ("category", "task", "metric (%)", "teacher", "transplanted", "IoU t/s", "method (of N)",
+              "MB delivered", "MB of data", "state")
     lines = [header]
     for r in rows:
         iou = f"{fmt(r['teacher_iou'])}/{fmt(r['transplanted_iou'])}" if r["task"] == "segmentation" else ""
         lines.append((r["category"], r["task"], r["metric"], fmt(r["teacher"]), fmt(r["transplanted"]), iou,
-                      f"{r['bytes_delivered'] / 1e6:.2f}", f"{r['bytes_of_data'] / 1e6:.2f}", r["state"]))
+                      f"{r['method']} ({r['candidates']})", f"{r['bytes_delivered'] / 1e6:.2f}", f"{r['bytes_of_data'] / 1e6:.2f}", r["state"]))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     for i, line in enumerate(lines):
         print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)))
