@@ -1,4 +1,5 @@
-"""The `transplant` command line: `transplant bench exp1|exp2|exp3|table4|all [--seeds 3] [--quick]`."""
+"""The `transplant` command line: `transplant bench exp1|exp2|exp3|table4|all [--seeds 3] [--quick]`,
+`transplant report`, and `transplant predict --net DIR --category C --task T PATH...`."""
 from __future__ import annotations
 
 import argparse
@@ -64,12 +65,19 @@ def _parser() -> argparse.ArgumentParser:
                                    "parallel processes) into one paper.json, paper.md and plots.")
     r.add_argument("inputs", nargs="+", type=Path, help="bench output folders")
     r.add_argument("--out", type=Path, required=True, help="output folder")
+    from transplant.predict_cli import add_parser as add_predict
+
+    add_predict(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = "transplant " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.command == "predict":
+        from transplant.predict_cli import run as run_predict
+
+        return run_predict(args)
     if args.command == "report":
         from transplant.experiments.bench import merge
 
@@ -101,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, pretrain_per_category=args.pretrain or None)
     if args.train_images is not None:
         settings = dataclasses.replace(settings, shapes_train=args.train_images)
-    if args.methods is not None:
-        settings = dataclasses.replace(settings, methods=args.methods)
+    if args.methods is not None:  # back_distill_mean is the Exp.1 variant row, run only when named
+        settings = dataclasses.replace(settings, methods=tuple(m for m in args.methods if m != "back_distill_mean"),
+                                       mean_variant=("back_distill_mean",) if "back_distill_mean" in args.methods else ())
     if args.layers is not None:
         settings = dataclasses.replace(settings, exp2_layers=args.layers)
     settings = dataclasses.replace(settings, regime=args.regime)

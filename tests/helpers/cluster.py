@@ -18,13 +18,14 @@ from common.registry_client import make_header, upload
 from common.security import ClientSecurity
 from coordinator.server import CoordinatorConfig, CoordinatorHandle, start_coordinator
 from coordinator.tokens import issue_token
+from coordinator.job_states import TERMINAL_PB
 from protos.nt.v1 import common_pb2, control_pb2, control_pb2_grpc, heartbeat_pb2_grpc, registry_pb2_grpc
 from transplant.architectures import teacher_specs, vgg_small
 from transplant.spec import build_module, weights_to_bytes
 
 TASK = "classification"
 SMALL = vgg_small(width=4, depth=3, image_size=16, in_channels=1, fc=32)
-TERMINAL = {control_pb2.SUCCEEDED, control_pb2.FAILED, control_pb2.CANCELLED}
+TERMINAL = TERMINAL_PB  # REJECTED included
 
 
 # PKI --------------------------------------------------------------------------------------------
