@@ -9,7 +9,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from transplant.architectures import teacher_specs, vgg_small
+from transplant.architectures import CLASSIFICATION, SEGMENTATION, teacher_specs, vgg_small
+from transplant.spec import ModuleSpec, SpecModule
+from transplant.spec.schema import OUTPUT, PREPROCESS
 from transplant.teacher import TeacherNet, TeacherTraining, evaluate_teacher, feature_norm_mean, train_teacher
 
 from site_agent.data import load_source, parse_source
@@ -50,6 +52,30 @@ def _check(opts: TrainOptions) -> None:
         raise SiteAgentError("--share-samples must be >= 0")
 
 
+def record_meaning(net: TeacherNet, category: str, channels: int, size: int) -> None:
+    """Write into the module specs how this site feeds its net and what the outputs mean, so both
+    travel with the modules (metadata.preprocess / metadata.output, validated by the spec schema).
+
+    Every source here ends as float [channels, size, size] in [0, 1] from a bilinear resize: folder
+    and VOC images through transplant.data.folders.preprocess_image (/255), digits and shapes drawn
+    straight into [0, 1]; a user's 8-bit image reaches the same range by /255.
+    """
+    prep = {"channels": channels, "size": [size, size], "resize": "bilinear", "divide": 255.0,
+            "mean": [0.0] * channels, "std": [1.0] * channels}
+    _set_metadata(net.category, PREPROCESS, prep)
+    meanings = {CLASSIFICATION: {"kind": CLASSIFICATION, "logits": 1, "threshold": 0.0,
+                                 "classes": [f"not {category}", category]},
+                SEGMENTATION: {"kind": SEGMENTATION, "classes": ["background", category], "mask": "argmax"}}
+    for task, module in net.tasks.items():
+        _set_metadata(module, OUTPUT, meanings[task])
+
+
+def _set_metadata(module: SpecModule, key: str, value: dict) -> None:
+    spec = module.spec
+    # re-parsed, so a wrong description fails here at the site, not later at the registry
+    module.spec = ModuleSpec.from_json({**spec.to_json(), "metadata": {**spec.metadata, key: value}})
+
+
 def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True) -> tuple[SiteInfo, TeacherNet]:
     """Train, evaluate on the held-out split, split into modules, compute E||f(I)||_F, save."""
     _check(opts)
@@ -79,5 +105,6 @@ def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True)
         feature_norm_mean=feature_norm_mean(net.category, train.images), num_images=len(train),
         n_train=opts.n_train, n_test=opts.n_test)
     samples = train.subset(opts.share_samples, seed=opts.seed) if opts.share_samples else None
+    record_meaning(net, info.category, int(train.images.shape[1]), opts.size)
     save_workspace(workspace, info, net, samples)
     return info, net

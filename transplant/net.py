@@ -10,13 +10,14 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from transplant.adapter import Adapter, load_adapter, save_adapter
 from transplant.spec.build import SpecModule, build_module, load_module, save_module
-from transplant.spec.schema import INPUT, ModuleSpec, Node, SpecError, _ancestors
+from transplant.spec.schema import INPUT, ModuleSpec, Node, SpecError, _ancestors, output_of, preprocess_of
 
 NET_FORMAT = "transplant.net.v1"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -131,6 +132,18 @@ class TransplantNet(nn.Module):
     def forward(self, images: torch.Tensor, category: str, task: str) -> torch.Tensor:
         return self.path(category, task)(images)
 
+    def predict(self, images: Any, category: str, task: str) -> list[dict[str, Any]]:
+        """Files, PIL images or [C, H, W] / [N, C, H, W] tensors in [0, 1] -> one dict per image
+        (score, label; segmentation: mask, foreground_fraction). See transplant.predict."""
+        from transplant.predict import predict  # predict reads nets; imported here to avoid a cycle
+
+        return predict(self, images, category, task)
+
+    def describe(self) -> dict[str, Any]:
+        """How each category is fed and what each task module's output means (defaults for old specs)."""
+        return {"preprocess": {n: preprocess_of(m.spec) for n, m in sorted(self.categories.items())},
+                "outputs": {n: output_of(m.spec) for n, m in sorted(self.tasks.items())}}
+
     def save(self, directory: Path | str) -> Path:
         """`net.json` (the routing) plus one folder per module, specs as JSON, weights as safetensors."""
         directory = Path(directory)
@@ -140,7 +153,8 @@ class TransplantNet(nn.Module):
         for key, adapter in self.adapters.items():
             save_adapter(adapter, directory / "adapters" / key)
         doc = {"format": NET_FORMAT, "categories": sorted(self.categories), "tasks": sorted(self.tasks),
-               "routes": [r.__dict__ for r in sorted(self.routes.values(), key=lambda r: (r.category, r.task))]}
+               "routes": [r.__dict__ for r in sorted(self.routes.values(), key=lambda r: (r.category, r.task))],
+               **self.describe()}  # for readers of net.json; load() reads them from the module specs
         (directory / "net.json").write_text(json.dumps(doc, indent=2))
         return directory
 

@@ -1,6 +1,7 @@
 """Users' own images on local disk: an ImageFolder tree or a PASCAL-VOC-style segmentation tree."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,30 @@ def _dir(path: Path, what: str) -> Path:
     return path
 
 
+def preprocess_image(im: Image.Image, channels: int = 3, size: tuple[int, int] | int = 32, divide: float = 255.0,
+                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
+    """The one definition of how an image becomes a net's input: float32 [channels, H, W].
+
+    Greyscale (channels 1) or RGB (3; alpha and palettes are dropped by PIL's conversion), bilinear
+    resize to (H, W), divided by `divide` (255: [0, 1]), then (x - mean) / std per channel. The data
+    loaders and `transplant.predict` both call this, so training and prediction cannot drift apart.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels}")
+    im = im.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+    array = np.asarray(im, dtype=np.float32).reshape(height, width, channels).transpose(2, 0, 1) / divide
+    if mean is not None or std is not None:
+        m = np.asarray(mean if mean is not None else [0.0] * channels, np.float32)[:, None, None]
+        s = np.asarray(std if std is not None else [1.0] * channels, np.float32)[:, None, None]
+        array = (array - m) / s
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 def _read_image(path: Path, size: int) -> np.ndarray:
     """RGB float32 [3, size, size] in [0, 1]; every source becomes 3 channels so nets can be shared."""
     with Image.open(path) as im:
-        im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return preprocess_image(im, 3, size)
 
 
 def _stack(images: list[np.ndarray], size: int) -> torch.Tensor:

@@ -255,8 +255,120 @@ def parse_spec(doc: Any, max_params: int = DEFAULT_MAX_PARAMS) -> ModuleSpec:
     spec = ModuleSpec(name, tuple(shape), nodes, output, dict(metadata))
     from transplant.spec.shapes import infer_shapes, parameter_count  # shapes needs the schema
 
-    infer_shapes(spec)
+    shapes = infer_shapes(spec)
+    _check_metadata(spec.metadata, spec.input_shape, tuple(shapes[spec.output]))
     count = parameter_count(spec)
     if count > max_params:
         raise SpecError(f"spec has {count} parameters, over the limit of {max_params}")
     return spec
+
+
+# ---- what a module's metadata says about its input and output (optional; defaults for old specs) ----
+PREPROCESS, OUTPUT = "preprocess", "output"  # metadata keys
+RESIZE_MODES = ("bilinear",)
+MASK_RULES = ("argmax",)
+_PREPROCESS_KEYS = {"channels", "size", "resize", "divide", "mean", "std"}
+
+
+def default_preprocess(input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """What a spec without `metadata.preprocess` is fed: how transplant.data.folders reads images
+    (RGB, or greyscale for 1-channel modules; bilinear resize to the input size; /255; no normalisation)."""
+    channels, height, width = input_shape
+    return {"channels": channels, "size": [height, width], "resize": "bilinear", "divide": 255.0,
+            "mean": [0.0] * channels, "std": [1.0] * channels}
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value == value \
+        and abs(value) != float("inf")
+
+
+def check_preprocess(doc: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """`metadata.preprocess` validated against the module's input shape, defaults filled in."""
+    if not isinstance(doc, dict):
+        raise SpecError("metadata.preprocess must be an object")
+    unknown = set(doc) - _PREPROCESS_KEYS
+    if unknown:
+        raise SpecError(f"metadata.preprocess: unknown field(s) {sorted(unknown)}; known: {sorted(_PREPROCESS_KEYS)}")
+    out = {**default_preprocess(input_shape), **doc}
+    if out["channels"] not in (1, 3):
+        raise SpecError(f"metadata.preprocess.channels must be 1 (greyscale) or 3 (RGB), got {out['channels']!r}")
+    if out["channels"] != input_shape[0]:
+        raise SpecError(f"metadata.preprocess.channels={out['channels']} but the module reads "
+                        f"{input_shape[0]} channel(s)")
+    if list(out["size"]) != list(input_shape[1:]):
+        raise SpecError(f"metadata.preprocess.size={out['size']!r} but the module reads "
+                        f"[H, W] = {list(input_shape[1:])}")
+    if out["resize"] not in RESIZE_MODES:
+        raise SpecError(f"metadata.preprocess.resize must be one of {list(RESIZE_MODES)}, got {out['resize']!r}")
+    if not _number(out["divide"]) or out["divide"] <= 0:
+        raise SpecError(f"metadata.preprocess.divide must be a positive number, got {out['divide']!r}")
+    for key in ("mean", "std"):
+        values = out[key]
+        if not isinstance(values, list) or len(values) != out["channels"] or not all(map(_number, values)):
+            raise SpecError(f"metadata.preprocess.{key} must be {out['channels']} number(s), got {values!r}")
+    if min(out["std"]) <= 0:
+        raise SpecError(f"metadata.preprocess.std must be positive, got {out['std']!r}")
+    return out
+
+
+def default_output(output_shape: tuple[int, ...], category: str = "category", kind: str | None = None
+                   ) -> dict[str, Any]:
+    """What a task spec without `metadata.output` means, read off its output shape:
+    [1] one logit (> 0: is the category), [K, H, W] per-pixel class scores (argmax; 0 = background)."""
+    if (kind or ("segmentation" if len(output_shape) == 3 else "classification")) == "segmentation":
+        return {"kind": "segmentation", "classes": ["background", category]
+                + [f"class{k}" for k in range(2, output_shape[0] if output_shape else 2)], "mask": "argmax"}
+    return {"kind": "classification", "logits": 1, "threshold": 0.0, "classes": [f"not {category}", category]}
+
+
+def check_output(doc: Any, output_shape: tuple[int, ...]) -> dict[str, Any]:
+    """`metadata.output` validated against the module's output shape, defaults filled in."""
+    if not isinstance(doc, dict):
+        raise SpecError("metadata.output must be an object")
+    kind = doc.get("kind")
+    if kind not in ("classification", "segmentation"):
+        raise SpecError(f"metadata.output.kind must be 'classification' or 'segmentation', got {kind!r}")
+    out = {**default_output(output_shape, kind=kind), **doc}
+    allowed = {"kind", "classes"} | ({"logits", "threshold"} if kind == "classification" else {"mask"})
+    if set(out) - allowed:
+        raise SpecError(f"metadata.output ({kind}): unknown field(s) {sorted(set(out) - allowed)}")
+    classes = out["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) and 0 < len(c) <= 200 for c in classes):
+        raise SpecError(f"metadata.output.classes must be a list of non-empty names, got {classes!r}")
+    if kind == "classification":
+        if tuple(output_shape) != (1,) or out["logits"] != 1:
+            raise SpecError(f"metadata.output says one classification logit but the module outputs "
+                            f"{list(output_shape)}")
+        if not _number(out["threshold"]):
+            raise SpecError(f"metadata.output.threshold must be a number, got {out['threshold']!r}")
+        if len(classes) != 2:
+            raise SpecError(f"metadata.output.classes must name 2 classes (below, above the threshold), got {classes!r}")
+    else:
+        if len(output_shape) != 3 or len(classes) != output_shape[0]:
+            raise SpecError(f"metadata.output.classes names {len(classes)} class(es) but the segmentation "
+                            f"output is {list(output_shape)} (one channel per class)")
+        if out["mask"] not in MASK_RULES:
+            raise SpecError(f"metadata.output.mask must be one of {list(MASK_RULES)}, got {out['mask']!r}")
+    return out
+
+
+def _check_metadata(metadata: dict[str, Any], input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> None:
+    # validated, not rewritten: the spec's JSON (and so its module id) stays exactly as sent
+    if PREPROCESS in metadata:
+        check_preprocess(metadata[PREPROCESS], input_shape)
+    if OUTPUT in metadata:
+        check_output(metadata[OUTPUT], output_shape)
+
+
+def preprocess_of(spec: ModuleSpec) -> dict[str, Any]:
+    """How to feed a category module: its recorded preprocessing, else the documented default."""
+    return check_preprocess(spec.metadata.get(PREPROCESS, {}), spec.input_shape)
+
+
+def output_of(spec: ModuleSpec, category: str = "category") -> dict[str, Any]:
+    """What a task module's output means: its recorded meaning, else the default for its output shape."""
+    from transplant.spec.shapes import output_shape
+
+    shape = output_shape(spec)
+    return check_output(spec.metadata.get(OUTPUT) or default_output(shape, category), shape)
