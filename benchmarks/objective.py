@@ -17,11 +17,10 @@ from pathlib import Path
 
 import torch
 
-from transplant.adapter import Adapter
 from transplant.experiments.runner import Context, exp2_cases
 from transplant.experiments.settings import FULL
 from transplant.job import JobConfig, make_problem, run_job
-from transplant.methods import METHODS, DistillSettings, TrainConfig
+from transplant.methods import DistillSettings
 from transplant.methods.back_distill import distill_term
 from transplant.methods.draws import PseudoGradientPool
 from transplant.trainer import evaluate_adapter

@@ -86,7 +86,6 @@ def in_any_version(store, name: str, job_id: str) -> bool:
 
 
 def test_submit_refuses_jobs_that_cannot_run(world) -> None:
-    control = world["control"]
     (cat_spec, cat_data), _ = site_modules(9)
     wide = vgg_small(width=6, depth=3, image_size=16, in_channels=1, fc=32)  # other channels than site-g's task
     torch.manual_seed(0)

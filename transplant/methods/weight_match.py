@@ -57,22 +57,23 @@ def match_channels(layers_s: list, layers_t: list, consumer_s: torch.Tensor | No
     perms = [torch.arange(w.shape[0]) for w, _ in layers_s]
     for _ in range(sweeps):
         changed = False
-        for l in range(len(layers_s)):
-            new = _assign(l, layers_s, layers_t, perms, consumer_s, consumer_t)
-            changed |= not torch.equal(new, perms[l])
-            perms[l] = new
+        for layer in range(len(layers_s)):
+            new = _assign(layer, layers_s, layers_t, perms, consumer_s, consumer_t)
+            changed |= not torch.equal(new, perms[layer])
+            perms[layer] = new
         if not changed:
             break
     return perms
 
 
-def _assign(l: int, layers_s: list, layers_t: list, perms: list, consumer_s, consumer_t) -> torch.Tensor:
-    (w_s, b_s), (w_t, b_t) = layers_s[l], layers_t[l]
-    if l > 0:
-        w_t = w_t[:, perms[l - 1]]                                 # T's inputs in S's order
+def _assign(k: int, layers_s: list, layers_t: list, perms: list, consumer_s, consumer_t) -> torch.Tensor:
+    """Layer k's permutation with every other layer's held fixed (one step of the coordinate descent)."""
+    (w_s, b_s), (w_t, b_t) = layers_s[k], layers_t[k]
+    if k > 0:
+        w_t = w_t[:, perms[k - 1]]                                 # T's inputs in S's order
     cost = w_s.flatten(1) @ w_t.flatten(1).T + torch.outer(b_s, b_t)
-    if l + 1 < len(layers_s):
-        n_s, n_t = layers_s[l + 1][0], layers_t[l + 1][0][perms[l + 1]]
+    if k + 1 < len(layers_s):
+        n_s, n_t = layers_s[k + 1][0], layers_t[k + 1][0][perms[k + 1]]
         cost += n_s.transpose(0, 1).flatten(1) @ n_t.transpose(0, 1).flatten(1).T
     elif consumer_s is not None and consumer_t is not None and consumer_s.shape == consumer_t.shape:
         cost += consumer_s @ consumer_t.T

@@ -33,8 +33,10 @@ def test_image_folder_binary_balanced_disjoint(tmp_path):
     assert torch.equal((blue - 50).abs() < 8, d.train.labels == 1)
     # same seed, other category: no image crosses between train and test
     other = load_image_folder(root, "dog", size=16, seed=0)
-    key = lambda s: {(round((img[0, 0, 0].item() * 255 - 8) / 16), round((img[1, 0, 0].item() * 255 - 30) / 60))
-                     for img in s.images}  # noqa: E731
+    def key(s):
+        return {(round((img[0, 0, 0].item() * 255 - 8) / 16), round((img[1, 0, 0].item() * 255 - 30) / 60))
+                for img in s.images}
+
     assert not (key(d.train) | key(other.train)) & (key(d.test) | key(other.test))
     again = load_image_folder(root, "cat", size=16, seed=0)
     assert torch.equal(again.test.images, d.test.images)
