@@ -39,8 +39,10 @@ def fully_convolutional(spec: ModuleSpec) -> ModuleSpec:
         else:
             node = Node(node.name, node.op, inputs, node.attrs)
         nodes.append(node)
+    # the view's output is a score map, not the one logit the task module's `output` metadata describes
+    metadata = {k: v for k, v in spec.metadata.items() if k != "output"}
     return ModuleSpec(f"{spec.name}.fullyconv", spec.input_shape, tuple(nodes),
-                      renamed.get(spec.output, spec.output), dict(spec.metadata))
+                      renamed.get(spec.output, spec.output), metadata)
 
 
 def fully_convolutional_module(module: SpecModule) -> SpecModule:
