@@ -15,7 +15,7 @@ import grpc
 from common.errors import RegistryError
 from common.patterns import SHA256_HEX
 from protos.nt.v1 import common_pb2, registry_pb2, site_pb2
-from transplant.adapter import Adapter, AdapterConfigError, adapter_from_bytes
+from transplant.adapter import Adapter, AdapterConfig, AdapterConfigError, adapter_from_bytes
 from transplant.architectures import SEGMENTATION
 from transplant.data import Split
 from transplant.metrics import evaluate
@@ -69,8 +69,8 @@ class SiteEvaluator:
     def evaluate(self, request: site_pb2.EvaluateRequest) -> site_pb2.EvaluateReply:
         self._check_request(request)
         category = self._fetch_module(request.category_module, "category module", common_pb2.CATEGORY)
+        adapter = self._fetch_adapter(request, output_shape(category.spec)[0])  # checked before it is built
         task = self._fetch_module(request.task_module, f"{request.task} task module", common_pb2.TASK, request.task)
-        adapter = self._fetch_adapter(request)
         _check_shapes(category, adapter, task)
         split = _eval_split(self.test, request.task)
         metrics = evaluate(join(category, task, adapter), request.task, split.images, split.labels, split.masks)
@@ -120,10 +120,16 @@ class SiteEvaluator:
         except (SpecError, WeightsError) as exc:
             raise _invalid(f"{what} {ref.module_id} is malformed: {exc}") from None
 
-    def _fetch_adapter(self, request: site_pb2.EvaluateRequest) -> Adapter:
+    def _fetch_adapter(self, request: site_pb2.EvaluateRequest, channels: int) -> Adapter:
+        try:  # the config is checked against our category module before a byte of weights is fetched
+            config = AdapterConfig.loads(request.adapter_config_json)
+        except AdapterConfigError as exc:
+            raise _invalid(f"adapter {request.adapter.module_id} is malformed: {exc}") from None
+        if config.channels != channels:
+            raise _invalid(f"adapter has {config.channels} channels, the category module outputs {channels}")
         _, data = self._download(request.adapter, "adapter")
         try:
-            return adapter_from_bytes(request.adapter_config_json, data)
+            return adapter_from_bytes(request.adapter_config_json, data, channels)
         except AdapterConfigError as exc:
             raise _invalid(f"adapter {request.adapter.module_id} is malformed: {exc}") from None
 

@@ -162,3 +162,18 @@ def test_taken_port_is_an_error(site, workspace, coordinator):
     _, _, _, handle = site
     with pytest.raises(SiteAgentError, match="cannot listen"):
         start_site_agent(workspace, coordinator.target, "127.0.0.1", handle.port)
+
+
+def test_a_small_config_for_a_huge_adapter_is_refused_in_milliseconds(site):
+    """The 84-byte memory bomb (4096 channels x 2 layers, k=3): refused against the site's own category
+    module before any weights are fetched or any adapter is built."""
+    import time
+
+    from transplant.adapter import AdapterConfig
+
+    stub, request, _, _ = site
+    request.adapter_config_json = AdapterConfig(channels=4096, layers=2, kernel_size=3).dumps()
+    start = time.perf_counter()
+    code, details = _code(stub, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "4096 channels" in details
+    assert time.perf_counter() - start < 2.0

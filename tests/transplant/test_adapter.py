@@ -61,7 +61,27 @@ def test_malformed_adapter_payloads():
     nan = {k: torch.full_like(v, float("nan")) for k, v in adapter.state_dict().items()}
     with pytest.raises(AdapterConfigError, match="NaN"):
         adapter_from_bytes(config_json, st_save(nan))
-    with pytest.raises(AdapterConfigError, match="expected"):
+    with pytest.raises(AdapterConfigError, match="the config needs"):
         adapter_from_bytes(AdapterConfig(channels=5).dumps(), weights)
+    with pytest.raises(AdapterConfigError, match="category module outputs 8"):
+        adapter_from_bytes(config_json, weights, channels=8)
     with pytest.raises(AdapterConfigError, match="safetensors"):
         adapter_from_bytes(config_json, weights[:20])
+
+
+def test_a_small_config_asking_for_a_huge_adapter_is_refused_before_allocating():
+    """84 bytes of config for 4096 channels x 2 layers of 3x3 convs (2.4 GB of weights) with a tiny
+    payload: refused from the safetensors header, in milliseconds, without building the adapter."""
+    import time
+    import tracemalloc
+
+    bomb = AdapterConfig(channels=4096, layers=2, kernel_size=3).dumps()
+    _, weights = adapter_to_bytes(Adapter(AdapterConfig(channels=4)))
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(AdapterConfigError, match="the config needs"):
+        adapter_from_bytes(bomb, weights)
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seconds < 0.5 and peak < 10_000_000
