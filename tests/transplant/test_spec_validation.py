@@ -112,3 +112,16 @@ def test_weights_errors_name_the_tensor():
     truncated = st_save(good)[:-10]
     with pytest.raises(WeightsError, match="not a valid safetensors"):
         weights_from_bytes(truncated, spec)
+
+
+def test_json_nested_100000_deep_is_a_clear_error():
+    """Hostile nesting is refused like any malformed document, without Python's recursion message."""
+    from transplant.adapter import AdapterConfig, AdapterConfigError
+
+    deep = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    with pytest.raises(SpecError, match="nested too deeply") as spec_error:
+        ModuleSpec.loads(deep)  # about 0.8 MB: under the size limit, so the parser sees it
+    with pytest.raises(AdapterConfigError, match="nested too deeply") as adapter_error:
+        AdapterConfig.loads(deep)
+    for error in (spec_error, adapter_error):
+        assert "recursion" not in str(error.value)

@@ -63,5 +63,7 @@ class AdapterConfig:
     def loads(cls, text: str | bytes) -> "AdapterConfig":
         try:
             return cls.from_json(json.loads(text))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise AdapterConfigError(f"adapter config is not valid JSON: {exc}") from None
+        except RecursionError:  # hostile nesting: a clear error, never the Python message
+            raise AdapterConfigError("adapter config is not valid JSON: nested too deeply") from None

@@ -99,7 +99,12 @@ class ModuleSpec:
             doc = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SpecError(f"spec is not valid JSON: {exc}") from None
-        return parse_spec(doc, max_params=max_params)
+        except RecursionError:  # hostile nesting: answer like any other malformed spec, never leak the Python error
+            raise SpecError("spec is not valid JSON: nested too deeply") from None
+        try:
+            return parse_spec(doc, max_params=max_params)
+        except RecursionError:
+            raise SpecError("spec is nested too deeply") from None
 
 
 def _check_attrs(name: str, op: str, attrs: Any) -> dict[str, Any]:
