@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from transplant.runtime import configure_threads
+from coordinator.streams import StreamLimits
 
 GIB = 1 << 30
 
@@ -38,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="runs per job, counting retries after Ray failures and coordinator restarts")
     serve.add_argument("--max-upload-gib", type=float, default=2.0, help="largest single module upload")
     serve.add_argument("--site-quota-gib", type=float, default=20.0, help="total module bytes per site")
+    serve.add_argument("--rpc-threads", type=int, default=16, help="gRPC handler threads (default: %(default)s)")
+    serve.add_argument("--streams-per-site", type=int, default=StreamLimits.per_site,
+                       help="concurrent uploads one site may hold; more get RESOURCE_EXHAUSTED (default: %(default)s)")
+    serve.add_argument("--stream-idle", type=float, default=StreamLimits.idle_s, metavar="S",
+                       help="an upload sending nothing for S seconds is dropped (default: %(default)s)")
+    serve.add_argument("--stream-deadline", type=float, default=StreamLimits.deadline_s, metavar="S",
+                       help="longest whole upload in seconds (default: %(default)s)")
     serve.add_argument("--metrics-port", type=int, default=9100,
                        help="HTTP port of the Prometheus /metrics endpoint (0: any free port, -1: none)")
     serve.add_argument("--metrics-host", default="127.0.0.1", help="interface of the /metrics endpoint")
@@ -91,7 +99,8 @@ def serve(args: argparse.Namespace) -> int:
         metrics_port=None if args.metrics_port < 0 else args.metrics_port, metrics_host=args.metrics_host,
         quality_margin=args.quality_margin, max_gaps=dict(args.max_gap), auth_file=args.auth_file,
         coordinator_token_file=args.coordinator_token_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca, tls_ca=args.tls_ca,
+        tls_client_ca=args.tls_client_ca, tls_ca=args.tls_ca, rpc_threads=args.rpc_threads,
+        streams=StreamLimits(args.streams_per_site, args.stream_idle, args.stream_deadline),
         limits=UploadLimits(max_upload_bytes=int(args.max_upload_gib * GIB),
                             site_quota_bytes=int(args.site_quota_gib * GIB)))
     if args.auth_file is None and not is_loopback(args.host):

@@ -18,6 +18,7 @@ from coordinator.store import BlobNotFoundError, ObjectStore, StoreError
 from coordinator.store.base import DEFAULT_CHUNK_SIZE
 from coordinator.store.manifests import (ModuleRecord, delete_module_record, list_module_records,
                                          load_module_record, module_id, save_module_record)
+from coordinator.streams import StreamLimits, StreamSlots, StreamTimeout, TooManyStreams, watched
 from coordinator.validation import UploadLimits, UploadRejected
 from protos.nt.v1 import chunk_pb2, registry_pb2, registry_pb2_grpc
 
@@ -27,9 +28,11 @@ MAX_CHUNK_SIZE = 3 << 20  # stays under the 4 MiB default message limit of plain
 
 class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
     def __init__(self, store: ObjectStore, limits: UploadLimits = UploadLimits(),
-                 spool_dir: Path | None = None, metrics: CoordinatorMetrics | None = None) -> None:
+                 spool_dir: Path | None = None, metrics: CoordinatorMetrics | None = None,
+                 streams: StreamLimits = StreamLimits()) -> None:
         self.store, self.limits, self.spool_dir = store, limits, spool_dir
-        self.metrics = metrics
+        self.metrics, self.streams = metrics, streams
+        self._slots = StreamSlots(streams.per_site)
         # bytes of uploads in flight per site: two concurrent uploads must not both fit one quota
         self._in_flight: dict[str, int] = {}
         self._quota_lock = threading.Lock()
@@ -40,7 +43,11 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
 
     def Upload(self, request_iterator, context):
         try:
-            record = self._ingest(request_iterator)
+            record = self._ingest(watched(request_iterator, self.streams.idle_s, self.streams.deadline_s))
+        except TooManyStreams as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except StreamTimeout as exc:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"upload abandoned, nothing stored: {exc}")
         except UploadRejected as exc:
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.quota else grpc.StatusCode.INVALID_ARGUMENT
             context.abort(code, str(exc))
@@ -67,7 +74,7 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
         role = role_name(header.role)
         stored = sum(r.size_bytes for r in list_module_records(self.store, header.site_id)) \
             if validation.NAME.match(header.site_id) else 0
-        with self._reservation(header, role, stored):
+        with self._slots.hold(header.site_id), self._reservation(header, role, stored):
             spec = validation.parse_spec(role, header.spec_json)
             with tempfile.NamedTemporaryFile(dir=self.spool_dir, prefix="upload-", suffix=".safetensors") as tmp:
                 spooled = validation.spool(_chunks(requests), tmp, Path(tmp.name), header.size_bytes)

@@ -17,6 +17,7 @@ from coordinator.ledger import Ledger
 from coordinator.netbook import NetBook
 from coordinator.observer import CountingStore, Observer
 from coordinator.registry_service import RegistryService
+from coordinator.streams import StreamLimits
 from coordinator.scheduler import Scheduler
 from coordinator.site_client import SiteClient
 from coordinator.store import open_store
@@ -49,7 +50,8 @@ class CoordinatorConfig:
     tls_key: Path | None = None                # ... and its private key: TLS
     tls_client_ca: Path | None = None          # with it, mutual TLS: clients need a certificate it signed
     tls_ca: Path | None = None                 # CA that signed the sites' certificates: TLS to sites
-    rpc_threads: int = 16
+    rpc_threads: int = 16                  # gRPC handler threads (streams.StreamLimits keeps one site to a few)
+    streams: StreamLimits = field(default_factory=StreamLimits)
     metrics_port: int | None = None        # None: no /metrics endpoint; 0: any free port
     metrics_host: str = "127.0.0.1"
     quality_margin: float = 5.0            # points an adapter may trail its teacher before alerting
@@ -123,7 +125,7 @@ def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                  ("grpc.max_send_message_length", MAX_MESSAGE)])
     registry_pb2_grpc.add_ModuleRegistryServicer_to_server(
-        RegistryService(store, config.limits, Path(config.state_dir) / "spool", metrics), server)
+        RegistryService(store, config.limits, Path(config.state_dir) / "spool", metrics, config.streams), server)
     control_pb2_grpc.add_ControlServicer_to_server(ControlService(ledger, store, scheduler, events, netbook), server)
     heartbeat_pb2_grpc.add_HeartbeatServicer_to_server(HeartbeatService(ledger), server)
     address = f"{config.host}:{config.port}"
