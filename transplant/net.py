@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -122,12 +122,22 @@ class TransplantNet(nn.Module):
             raise ValueError(f"({category}, {task}) is already served")
         self.routes[(category, task)] = Route(category, task, adapter)
 
+    # typed views of the three nn.ModuleDicts (which yield plain Modules); KeyError for unknown names
+    def category_module(self, name: str) -> SpecModule:
+        return cast(SpecModule, self.categories[name])
+
+    def task_module(self, name: str) -> SpecModule:
+        return cast(SpecModule, self.tasks[name])
+
+    def adapter_module(self, key: str) -> Adapter:
+        return cast(Adapter, self.adapters[key])
+
     def path(self, category: str, task: str) -> TransplantPath:
         route = self.routes.get((category, task))
         if route is None:
             raise KeyError(f"the net does not serve ({category}, {task}); it serves {sorted(self.routes)}")
-        adapter = self.adapters[route.adapter] if route.adapter else None
-        return TransplantPath(self.categories[category], self.tasks[task], adapter)
+        adapter = self.adapter_module(route.adapter) if route.adapter else None
+        return TransplantPath(self.category_module(category), self.task_module(task), adapter)
 
     def forward(self, images: torch.Tensor, category: str, task: str) -> torch.Tensor:
         return self.path(category, task)(images)
@@ -141,17 +151,17 @@ class TransplantNet(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         """How each category is fed and what each task module's output means (defaults for old specs)."""
-        return {"preprocess": {n: preprocess_of(m.spec) for n, m in sorted(self.categories.items())},
-                "outputs": {n: output_of(m.spec) for n, m in sorted(self.tasks.items())}}
+        return {"preprocess": {n: preprocess_of(self.category_module(n).spec) for n in sorted(self.categories)},
+                "outputs": {n: output_of(self.task_module(n).spec) for n in sorted(self.tasks)}}
 
     def save(self, directory: Path | str) -> Path:
         """`net.json` (the routing) plus one folder per module, specs as JSON, weights as safetensors."""
         directory = Path(directory)
         for kind, modules in (("categories", self.categories), ("tasks", self.tasks)):
             for name, module in modules.items():
-                save_module(module, directory / kind / name)
-        for key, adapter in self.adapters.items():
-            save_adapter(adapter, directory / "adapters" / key)
+                save_module(cast(SpecModule, module), directory / kind / name)
+        for key in self.adapters:
+            save_adapter(self.adapter_module(key), directory / "adapters" / key)
         doc = {"format": NET_FORMAT, "categories": sorted(self.categories), "tasks": sorted(self.tasks),
                "routes": [r.__dict__ for r in sorted(self.routes.values(), key=lambda r: (r.category, r.task))],
                **self.describe()}  # for readers of net.json; load() reads them from the module specs

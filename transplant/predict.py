@@ -47,7 +47,7 @@ def check_route(net: "TransplantNet", category: str, task: str) -> None:
 
 
 def preprocessing(net: "TransplantNet", category: str) -> dict[str, Any]:
-    return preprocess_of(net.categories[category].spec)
+    return preprocess_of(net.category_module(category).spec)
 
 
 def _tensor_image(image: torch.Tensor, prep: dict[str, Any], name: str) -> torch.Tensor:
@@ -110,7 +110,7 @@ def predict_batch(net: "TransplantNet", batch: torch.Tensor, category: str, task
     """Scores for a batch that is already preprocessed for `category`."""
     check_route(net, category, task)
     path = net.path(category, task).eval()
-    meaning = output_of(net.tasks[task].spec, category)
+    meaning = output_of(net.task_module(task).spec, category)
     out = path(batch)
     if meaning["kind"] == "segmentation":
         return [_segmentation(o, category) for o in out]
@@ -152,7 +152,8 @@ def write_overlay(source: Path, mask: torch.Tensor, target: Path) -> Path:
     """The source image with its foreground pixels tinted red, at the source's own size."""
     with Image.open(source) as im:
         rgb = im.convert("RGB")
-    fg = Image.fromarray((mask.cpu().numpy() != 0).astype(np.uint8) * 255).resize(rgb.size, Image.NEAREST)
+    drawn = Image.fromarray((mask.cpu().numpy() != 0).astype(np.uint8) * 255)
+    fg = drawn.resize(rgb.size, Image.Resampling.NEAREST)
     tinted = Image.blend(rgb, Image.new("RGB", rgb.size, (255, 0, 0)), 0.5)
     target.parent.mkdir(parents=True, exist_ok=True)
     Image.composite(tinted, rgb, fg).save(target)

@@ -6,6 +6,8 @@ Deterministic in the seed; any channel count (1: luminance) and image size.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -18,7 +20,7 @@ _MAX_SHAPES = 6
 _SHAPE_SIZE = 11.0  # largest half-extent of a probe shape, reference-canvas units
 
 
-def probe_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
+def probe_images(n: int, shape: Sequence[int], seed: int = 0) -> torch.Tensor:
     """`n` probe images [n, C, H, W] in [0, 1] for a module reading `shape` = (C, H, W)."""
     channels, height, width = shape
     if n < 1 or channels < 1 or height < 1 or width < 1:

@@ -9,9 +9,10 @@ G and depends on no feature map: it is computed here from weights alone, without
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, cast
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from transplant.spec.build import SpecModule
@@ -35,21 +36,26 @@ def _output_padding(out_hw: Sequence[int], in_hw: Sequence[int], k: int, s: int,
     return tuple(int(i - ((o - 1) * s - 2 * p + d * (k - 1) + 1)) for o, i in zip(out_hw, in_hw))
 
 
+def _weight(module: SpecModule, node: Node) -> torch.Tensor:
+    """The weight of a conv or linear node's layer (nn.ModuleDict yields plain Modules)."""
+    return cast(torch.Tensor, module.layers[node.name].weight)
+
+
 def _node_adjoint(module: SpecModule, node: Node, g: torch.Tensor, in_shapes: list[tuple],
                   masks: ReluMasks) -> list[torch.Tensor]:
     """Pseudo-backward of one node: the gradient for each of its inputs."""
     a, op = node.attrs, node.op
     if op == "conv2d":
-        w = module.layers[node.name].weight
+        w = _weight(module, node)
         pad = _output_padding(g.shape[-2:], in_shapes[0][-2:], a["kernel_size"], a["stride"], a["padding"],
                               a["dilation"])
         return [F.conv_transpose2d(g, w, stride=a["stride"], padding=a["padding"], output_padding=pad,
                                    dilation=a["dilation"])]
     if op == "conv_transpose2d":
-        w = module.layers[node.name].weight
+        w = _weight(module, node)
         return [F.conv2d(g, w, stride=a["stride"], padding=a["padding"], dilation=a["dilation"])]
     if op == "linear":
-        return [g @ module.layers[node.name].weight]
+        return [g @ _weight(module, node)]
     if op == "relu":
         return [g * masks[node.name] if node.name in masks else g]
     if op in ("maxpool2d", "avgpool2d"):
@@ -57,7 +63,8 @@ def _node_adjoint(module: SpecModule, node: Node, g: torch.Tensor, in_shapes: li
     if op == "flatten":
         return [g.reshape(g.shape[0], *in_shapes[0])]
     if op == "batchnorm2d":
-        bn = module.layers[node.name]
+        bn = cast(nn.BatchNorm2d, module.layers[node.name])
+        assert bn.running_var is not None  # specs build BatchNorm2d with running statistics
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         return [g * scale.view(1, -1, 1, 1)]
     if op == "dropout":
@@ -66,8 +73,8 @@ def _node_adjoint(module: SpecModule, node: Node, g: torch.Tensor, in_shapes: li
         return [g] * len(node.inputs)
     if op == "crop":
         full = g.new_zeros((g.shape[0], *in_shapes[0]))
-        off, (h, w) = a["offset"], g.shape[-2:]
-        full[:, :, off:off + h, off:off + w] = g
+        off, (height, width) = a["offset"], g.shape[-2:]
+        full[:, :, off:off + height, off:off + width] = g
         return [full] + ([g.new_zeros((g.shape[0], *in_shapes[1]))] if len(in_shapes) > 1 else [])
     raise SpecError(f"node '{node.name}': no pseudo-backward for {op}")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 from torch import nn
@@ -31,7 +31,7 @@ class TeacherNet(nn.Module):
         return self.tasks[task](self.category(images))
 
     def task_module(self, task: str) -> SpecModule:
-        return self.tasks[task]  # type: ignore[return-value]
+        return cast(SpecModule, self.tasks[task])  # every task module is built from its spec
 
 
 def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
@@ -74,10 +74,12 @@ def task_loss(task: str, output: torch.Tensor, labels: torch.Tensor, masks: torc
     """Binary cross-entropy on the single logit, or per-pixel cross-entropy."""
     if task == CLASSIFICATION:
         return F.binary_cross_entropy_with_logits(output.reshape(-1), labels.float())
+    if masks is None:  # what F.cross_entropy raises for a None target, with the reason
+        raise TypeError(f"task '{task}' needs masks, got None")
     return F.cross_entropy(output, masks)
 
 
-def joint_loss(features: torch.Tensor, tasks: Mapping[str, nn.Module], labels: torch.Tensor,
+def joint_loss(features: torch.Tensor, tasks: Mapping[str, nn.Module] | nn.ModuleDict, labels: torch.Tensor,
                masks: torch.Tensor | None, seg_weight: float) -> torch.Tensor:
     """The sum of every task module's loss on one category module's features (a teacher's training loss)."""
     loss = torch.zeros(())
@@ -87,7 +89,8 @@ def joint_loss(features: torch.Tensor, tasks: Mapping[str, nn.Module], labels: t
             # a negative's empty mask would mostly teach "background everywhere"
             keep = labels == 1 if masks is not None else labels < 0
             if keep.any():
-                loss = loss + seg_weight * task_loss(task, module(features[keep]), labels[keep], masks[keep])
+                kept = None if masks is None else masks[keep]  # no masks: keep (labels < 0) is empty
+                loss = loss + seg_weight * task_loss(task, module(features[keep]), labels[keep], kept)
         else:
             loss = loss + task_loss(task, module(features), labels, masks)
     return loss

@@ -35,7 +35,7 @@ def preprocess_image(im: Image.Image, channels: int = 3, size: tuple[int, int] |
     height, width = (size, size) if isinstance(size, int) else size
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels}")
-    im = im.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+    im = im.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
     array = np.asarray(im, dtype=np.float32).reshape(height, width, channels).transpose(2, 0, 1) / divide
     if mean is not None or std is not None:
         m = np.asarray(mean if mean is not None else [0.0] * channels, np.float32)[:, None, None]
@@ -108,7 +108,7 @@ def _read_voc_mask(path: Path, image_size: tuple[int, int], cls: int, size: int)
             (w, h), (iw, ih) = im.size, image_size
             raise ValueError(f"mask {path} is {w}x{h} but its image is {iw}x{ih}")
         # nearest neighbour: class indices must not be blended
-        return (np.asarray(im.resize((size, size), Image.NEAREST)) == cls).astype(np.int64)
+        return (np.asarray(im.resize((size, size), Image.Resampling.NEAREST)) == cls).astype(np.int64)
 
 
 def load_voc_split(root: str | Path, category: int | str, split: str = "train", size: int = 32) -> Split:

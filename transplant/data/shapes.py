@@ -62,11 +62,13 @@ def _capsule(u: Arr, v: Arr, x0, y0, x1, y1, w) -> Arr:
 
 def _polygon(u: Arr, v: Arr, pts: Sequence[tuple[Arr, Arr]]) -> Arr:
     """Convex polygon (either winding): inside where all edge cross products share a sign."""
-    pos = neg = None
+    pos: Arr | None = None
+    neg: Arr | None = None
     for (xa, ya), (xb, yb) in zip(pts, [*pts[1:], pts[0]]):
         cross = _c(np.asarray(xb) - xa) * (v - _c(ya)) - _c(np.asarray(yb) - ya) * (u - _c(xa))
         pos = cross >= 0 if pos is None else pos & (cross >= 0)
         neg = cross <= 0 if neg is None else neg & (cross <= 0)
+    assert pos is not None and neg is not None  # pts[0] above already failed for an empty polygon
     return pos | neg
 
 
@@ -81,7 +83,8 @@ def _rect(u: Arr, v: Arr, cx, cy, hw, hh, ang=0.0) -> Arr:
 
 
 # ---------------------------------------------------------------- objects (local frame: x forward, y down)
-def _quadruped(u: Arr, v: Arr, rng: np.random.Generator, n: int, p: dict) -> tuple[Arr, dict]:
+def _quadruped(u: Arr, v: Arr, rng: np.random.Generator, n: int,
+               p: dict[str, tuple[float, float]]) -> tuple[Arr, dict]:
     """Body + neck + head + 4 legs + tail: the structure the mammals share, with their proportions."""
     U = lambda key: rng.uniform(*p[key], n)  # noqa: E731  (one draw per image)
     lb, hb = U("body_len"), U("body_h")

@@ -28,7 +28,7 @@ def solve_one_layer(adapter: Adapter, pool: PseudoGradientPool, ridge: float = 1
     ordinary linear least squares with one Gram matrix shared by all output channels.
     """
     config = adapter.config
-    conv = adapter.convs[0]
+    conv = adapter.conv_layers[0]
     k, m = config.kernel_size, config.channels
     scale = pool.alpha * config.beta
     perm = adapter.permutation
@@ -45,6 +45,7 @@ def solve_one_layer(adapter: Adapter, pool: PseudoGradientPool, ridge: float = 1
     w_prime = torch.linalg.solve(gram, cross.T).T / scale       # [M, M k k]
     w_prime = w_prime.reshape(m, m, k, k)
     conv.weight.copy_(w_prime.flip(2, 3).transpose(0, 1).float())
+    assert conv.bias is not None  # adapter convs have biases
     conv.bias.zero_()
 
 

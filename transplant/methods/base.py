@@ -93,7 +93,7 @@ class Method(ABC):
         self.problem = problem
         self.config = config
         self.generator = generator
-        self.features = None
+        self.features: torch.Tensor | None = None
         if problem.samples is not None and len(problem.samples):
             with torch.no_grad():  # f is frozen: its features of the samples are computed once
                 self.features = problem.category_module(problem.samples.images)
@@ -103,16 +103,22 @@ class Method(ABC):
         """False for methods solved in closed form (then `solve` sets the adapter)."""
         return True
 
+    def labelled(self) -> tuple[Samples, torch.Tensor]:
+        """(the samples, f's features of them): set whenever the problem has samples, which every method
+        that reads them has (`needs_samples`, checked in __init__)."""
+        assert self.problem.samples is not None and self.features is not None, "no labelled samples"
+        return self.problem.samples, self.features
+
     def sample_batch(self) -> torch.Tensor:
-        n = len(self.features)
+        n = len(self.labelled()[1])
         if n <= self.config.batch_size:
             return torch.arange(n)
         return torch.randperm(n, generator=self.generator)[: self.config.batch_size]
 
     def task_loss(self, adapter: Adapter, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, student output) on labelled samples idx."""
-        s = self.problem.samples
-        output = self.problem.student_task(adapter(self.features[idx]))
+        s, features = self.labelled()
+        output = self.problem.student_task(adapter(features[idx]))
         masks = None if s.masks is None else s.masks[idx]
         return task_loss(self.problem.task, output, s.labels[idx], masks), output
 

@@ -23,6 +23,6 @@ class Distill(Method):
         idx = self.sample_batch()
         task, output = self.task_loss(adapter, idx)
         with torch.no_grad():
-            target = self.problem.teacher_task(self.features[idx])
+            target = self.problem.teacher_task(self.labelled()[1][idx])
         distill = soft_cross_entropy(output, target, self.problem.task)
         return task + distill, {"task_loss": float(task.detach()), "distill_loss": float(distill.detach())}

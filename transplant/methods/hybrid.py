@@ -28,7 +28,7 @@ class Hybrid(Method):
 
     def warm_start(self, adapter: Adapter) -> None:
         best, self.start_scores = None, {}
-        every = torch.arange(len(self.features))
+        every = torch.arange(len(self.labelled()[1]))
         for name in STARTS:
             method = METHODS[name]
             if method.needs_generic_category_module and self.problem.generic_category_module is None:
@@ -50,14 +50,16 @@ class Hybrid(Method):
     def _score(self, adapter: Adapter, idx: torch.Tensor) -> tuple[float, float]:
         """Lower is better: (feature distance to f_S, 0), or (errors on the samples, task loss)."""
         f_s = self.problem.generic_category_module
+        samples, features = self.labelled()
         if f_s is not None:
-            target = f_s(self.problem.samples.images[idx])
-            return float((adapter(self.features[idx]) - target).norm() / target.norm().clamp_min(1e-12)), 0.0
+            target = f_s(samples.images[idx])
+            return float((adapter(features[idx]) - target).norm() / target.norm().clamp_min(1e-12)), 0.0
         loss, output = self.task_loss(adapter, idx)
         if self.problem.task == "classification":
-            wrong = ((output.reshape(-1) > 0).long() != self.problem.samples.labels[idx]).float().mean()
+            wrong = ((output.reshape(-1) > 0).long() != samples.labels[idx]).float().mean()
         else:
-            wrong = (output.argmax(1) != self.problem.samples.masks[idx]).float().mean()
+            assert samples.masks is not None  # segmentation samples carry masks (task_loss needed them)
+            wrong = (output.argmax(1) != samples.masks[idx]).float().mean()
         return float(wrong), float(loss)
 
     def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:

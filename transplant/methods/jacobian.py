@@ -23,11 +23,12 @@ class Jacobian(Method):
 
     def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
         idx = self.sample_batch()
-        x = self.features[idx].clone().requires_grad_(True)
+        features = self.labelled()[1]
+        x = features[idx].clone().requires_grad_(True)
         student = self.problem.student_task(adapter(x))
         G = self._draw_g(student)
         d_student, = torch.autograd.grad((student * G).sum(), x, create_graph=True)
-        x_t = self.features[idx].clone().requires_grad_(True)
+        x_t = features[idx].clone().requires_grad_(True)
         teacher = self.problem.teacher_task(x_t)
         d_teacher, = torch.autograd.grad((teacher * G).sum(), x_t)
         jac = self.weight * ((_normalised(d_student) - _normalised(d_teacher)) ** 2).flatten(1).sum(1).mean()

@@ -30,4 +30,5 @@ class LstsqStitch(Method):
     def solve(self, adapter: Adapter) -> None:
         if self.problem.generic_category_module is None:
             raise ValueError("lstsq stitching needs the generic net's category module")
-        fit_stitch(adapter, self.features, self.problem.generic_category_module(self.problem.samples.images))
+        samples, features = self.labelled()
+        fit_stitch(adapter, features, self.problem.generic_category_module(samples.images))

@@ -15,15 +15,18 @@ RIDGE = 1e-3
 @torch.no_grad()
 def set_channel_map(adapter: Adapter, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
     """First conv := the [M, M] map `weight` (+ bias) on the reordered, rescaled input; deeper convs identity."""
-    first = adapter.convs[0]
+    convs = adapter.conv_layers
+    first = convs[0]
     k = first.kernel_size[0]
     first.weight.zero_()
     first.weight[:, :, k // 2, k // 2] = weight.to(first.weight)
+    assert first.bias is not None  # adapter convs have biases
     first.bias.copy_(bias if bias is not None else torch.zeros(len(first.bias)))
     eye = torch.eye(adapter.config.channels, device=first.weight.device)
-    for conv in adapter.convs[1:]:
+    for conv in convs[1:]:
         conv.weight.zero_()
         conv.weight[:, :, k // 2, k // 2] = eye
+        assert conv.bias is not None
         conv.bias.zero_()
 
 
@@ -50,7 +53,7 @@ def effective_map(adapter: Adapter) -> torch.Tensor:
     """The adapter's channel map as one [M, M] matrix on the reordered input: the product of the
     convs' summed taps (ReLUs and biases ignored), used to read off which input each output follows."""
     total = torch.eye(adapter.config.channels)
-    for conv in adapter.convs:
+    for conv in adapter.conv_layers:
         total = conv.weight.detach().cpu().sum((2, 3)) @ total
     return total
 

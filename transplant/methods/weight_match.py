@@ -10,7 +10,10 @@ protocol's reorder) with a per-channel scale, as a 1x1 map.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
+from torch import nn
 from scipy.optimize import linear_sum_assignment
 
 from transplant.adapter import Adapter
@@ -29,7 +32,7 @@ def conv_chain(module: SpecModule) -> list[tuple[torch.Tensor, torch.Tensor]]:
             continue
         if node.op != "conv2d":
             raise ValueError(f"weight_match needs a chain of convs, ReLUs and pools; node '{node.name}' is {node.op}")
-        conv = module.layers[node.name]
+        conv = cast(nn.Conv2d, module.layers[node.name])
         if previous is not None and conv.in_channels != previous:
             raise ValueError(f"weight_match: node '{node.name}' does not read the previous conv")
         bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
@@ -42,7 +45,7 @@ def conv_chain(module: SpecModule) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def input_slices(task: SpecModule) -> torch.Tensor:
     """[C_in, K]: for each input channel of a task module, the weights of every conv that reads the input."""
-    parts = [task.layers[n.name].weight.detach().cpu().double().transpose(0, 1).flatten(1)
+    parts = [cast(nn.Conv2d, task.layers[n.name]).weight.detach().cpu().double().transpose(0, 1).flatten(1)
              for n in task.spec.nodes if n.op == "conv2d" and "input" in n.inputs]
     return torch.cat(parts, 1) if parts else torch.zeros(task.spec.input_shape[0], 0, dtype=torch.float64)
 

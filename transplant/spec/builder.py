@@ -1,14 +1,14 @@
 """A small fluent helper to write specs in Python; the result is validated like any JSON spec."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from transplant.spec.schema import DEFAULT_MAX_PARAMS, INPUT, SPEC_FORMAT, ModuleSpec, SpecError, parse_spec
 from transplant.spec.shapes import infer_shapes
 
 
 class SpecBuilder:
-    def __init__(self, name: str, input_shape: tuple[int, int, int], metadata: dict[str, Any] | None = None):
+    def __init__(self, name: str, input_shape: Sequence[int], metadata: dict[str, Any] | None = None):
         self.name = name
         self.input_shape = tuple(input_shape)
         self.nodes: list[dict[str, Any]] = []

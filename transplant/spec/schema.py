@@ -22,12 +22,12 @@ class SpecError(ValueError):
     """A spec is malformed, inconsistent or too large; the message names the problem."""
 
 
-def _int(minimum: int) -> tuple[type, int]:
+def _int(minimum: int) -> tuple[type[int], int]:
     return (int, minimum)
 
 
 # op -> (required attrs, optional attrs with defaults); each attr: (type, minimum)
-_ATTRS: dict[str, tuple[dict[str, tuple[type, int]], dict[str, Any]]] = {
+_ATTRS: dict[str, tuple[dict[str, tuple[type[int], int]], dict[str, Any]]] = {
     "conv2d": ({"in_channels": _int(1), "out_channels": _int(1), "kernel_size": _int(1)},
                {"stride": 1, "padding": 0, "dilation": 1, "bias": True}),
     "conv_transpose2d": ({"in_channels": _int(1), "out_channels": _int(1), "kernel_size": _int(1)},
@@ -144,7 +144,7 @@ def _check_attrs(name: str, op: str, attrs: Any) -> dict[str, Any]:
     return out
 
 
-def _check_value(node: str, key: str, value: Any, typ: type, minimum: int) -> Any:
+def _check_value(node: str, key: str, value: Any, typ: type[int], minimum: int) -> Any:
     if isinstance(value, bool) or not isinstance(value, typ):
         raise SpecError(f"node '{node}': attribute '{key}' must be an integer, got {value!r}")
     if value < minimum or value > 1 << 20:

@@ -30,11 +30,11 @@ def _node_shape(node: Node, ins: list[Shape]) -> Shape:
         if c != a["in_channels"]:
             raise SpecError(f"node '{node.name}': expects {a['in_channels']} input channels, got {c}")
         if op == "conv2d":
-            args = (a["kernel_size"], a["stride"], a["padding"], a["dilation"])
-            out = (_conv_out(h, *args), _conv_out(w, *args))
+            conv_args = (a["kernel_size"], a["stride"], a["padding"], a["dilation"])
+            out = (_conv_out(h, *conv_args), _conv_out(w, *conv_args))
         else:
-            args = (a["kernel_size"], a["stride"], a["padding"], a["output_padding"], a["dilation"])
-            out = (_deconv_out(h, *args), _deconv_out(w, *args))
+            deconv_args = (a["kernel_size"], a["stride"], a["padding"], a["output_padding"], a["dilation"])
+            out = (_deconv_out(h, *deconv_args), _deconv_out(w, *deconv_args))
         return _positive(node, (a["out_channels"], *out))
     if op in ("maxpool2d", "avgpool2d"):
         c, h, w = _spatial(node, x)
