@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import grpc
 
@@ -37,8 +37,8 @@ def upload_requests(header: registry_pb2.UploadHeader, data: bytes, chunk_size: 
             sent(len(piece))
 
 
-def make_header(site_id: str, category: str, role: int, data: bytes, spec_json: str = "", task: str = "",
-                feature_norm_mean: float = 0.0, num_images: int = 0) -> registry_pb2.UploadHeader:
+def make_header(site_id: str, category: str, role: common_pb2.ModuleRole, data: bytes, spec_json: str = "",
+                task: str = "", feature_norm_mean: float = 0.0, num_images: int = 0) -> registry_pb2.UploadHeader:
     return registry_pb2.UploadHeader(
         site_id=site_id, category=category, role=role, task=task, spec_json=spec_json,
         sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
@@ -112,7 +112,7 @@ class RegistryClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> RegistryClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -169,8 +169,9 @@ def run_demo(opts: DemoOptions) -> list[dict[str, Any]]:
     print(f"finished in {time.monotonic() - started:.0f} s. Outputs in {opts.workdir}:")
     for name, net_dir in nets.items():
         print(f"  transplant net grown around {name}'s task modules (runnable, TransplantNet.load): {net_dir}")
-        if reports[name] is not None:
-            print(f"    its report (HTML + PNG plots): {reports[name] / 'index.html'}")
+        report = reports[name]
+        if report is not None:
+            print(f"    its report (HTML + PNG plots): {report / 'index.html'}")
     print(f"  object store with every module, adapter and net version: {opts.workdir / 'store'}")
     print(f"  results table: {opts.workdir / 'results.json'}; process logs: {opts.workdir / 'logs'}")
     return rows

@@ -57,6 +57,7 @@ def load_source(text: str, size: int = 32, seed: int = 0, n_train: int = 1000,
             return load_digits_category(src.category, seed=seed, size=size)
         if src.kind == "shapes":
             return load_shapes_category(src.category, n_train=n_train, n_test=n_test, seed=seed, size=size)
+        assert src.path is not None  # parse_source gives folder and voc sources a path
         if src.kind == "folder":
             return load_image_folder(src.path, src.category, size=size, seed=seed)
         return load_voc_folder(src.path, src.category, size=size, seed=seed)

@@ -6,6 +6,7 @@ import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -63,11 +64,11 @@ def record_meaning(net: TeacherNet, category: str, channels: int, size: int) -> 
     prep = {"channels": channels, "size": [size, size], "resize": "bilinear", "divide": 255.0,
             "mean": [0.0] * channels, "std": [1.0] * channels}
     _set_metadata(net.category, PREPROCESS, prep)
-    meanings = {CLASSIFICATION: {"kind": CLASSIFICATION, "logits": 1, "threshold": 0.0,
+    meanings: dict[str, dict[str, Any]] = {CLASSIFICATION: {"kind": CLASSIFICATION, "logits": 1, "threshold": 0.0,
                                  "classes": [f"not {category}", category]},
                 SEGMENTATION: {"kind": SEGMENTATION, "classes": ["background", category], "mask": "argmax"}}
-    for task, module in net.tasks.items():
-        _set_metadata(module, OUTPUT, meanings[task])
+    for task in net.tasks:
+        _set_metadata(net.task_module(task), OUTPUT, meanings[task])
 
 
 def _set_metadata(module: SpecModule, key: str, value: dict) -> None:
