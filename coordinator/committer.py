@@ -65,6 +65,7 @@ class Committer:
                       candidates=[c.to_doc() for c in candidates])
             return
         best.chosen = True
+        assert best.adapter is not None  # best_candidate only chooses trained candidates
         proposal = proposal_for(plan, best, max_gap_for(plan.config.task, plan.max_gap, self.max_gaps))
         claim = {"at": time.time(), "proposal": proposal.to_doc()}
         if not self.ledger.claim_commit(job_id, claim, candidates=[c.to_doc() for c in candidates],
@@ -77,13 +78,13 @@ class Committer:
         for candidate in candidates:
             if candidate.adapter is None:
                 continue
-            if self.ledger.get_job(plan.job_id).state != L.EVALUATING:
+            if self.ledger.require_job(plan.job_id).state != L.EVALUATING:
                 return False
             adapter = candidate.adapter
             ref = common_pb2.ModuleRef(module_id=adapter.module_id, sha256=adapter.sha256,
                                        size_bytes=adapter.size_bytes)
             candidate.metrics = self.sites.evaluate(plan.for_method(candidate.method), ref, adapter.config_json)
-        return self.ledger.get_job(plan.job_id).state == L.EVALUATING
+        return self.ledger.require_job(plan.job_id).state == L.EVALUATING
 
     def commit_claimed(self, job_id: str, proposal: Proposal) -> None:
         """Only the holder of the job's commit claim calls this: the gate, the net, the job's end."""

@@ -22,7 +22,7 @@ from coordinator.resolve import resolve_plan
 from coordinator.rpc_errors import Conflict, InvalidRequest, NotFound, grpc_errors
 from coordinator.scheduler import Scheduler
 from coordinator.sites_view import site_infos
-from coordinator.store import ObjectStore, StoreError
+from coordinator.store import Store, StoreError
 from coordinator.store.manifests import load_module_record
 from protos.nt.v1 import control_pb2, control_pb2_grpc, heartbeat_pb2, heartbeat_pb2_grpc
 from transplant.adapter import AdapterConfig, AdapterConfigError
@@ -33,7 +33,7 @@ MAX_SAMPLES = 1000
 MAX_STEPS = 100_000
 
 
-def check_spec(spec: control_pb2.TransplantJobSpec, store: ObjectStore) -> str | None:
+def check_spec(spec: control_pb2.TransplantJobSpec, store: Store) -> str | None:
     """The first problem with a job spec that needs no module to find, or None."""
     if spec.method not in ("", AUTO, *METHODS):
         return f"unknown method {spec.method!r}; use {AUTO} or one of {sorted(METHODS)}"
@@ -65,7 +65,7 @@ def check_spec(spec: control_pb2.TransplantJobSpec, store: ObjectStore) -> str |
 
 
 class ControlService(control_pb2_grpc.ControlServicer):
-    def __init__(self, ledger: L.Ledger, store: ObjectStore, scheduler: Scheduler, events: EventHub,
+    def __init__(self, ledger: L.Ledger, store: Store, scheduler: Scheduler, events: EventHub,
                  netbook: NetBook, watch_poll_s: float = 1.0) -> None:
         self.ledger, self.store, self.scheduler = ledger, store, scheduler
         self.events, self.netbook, self.watch_poll_s = events, netbook, watch_poll_s

@@ -12,12 +12,12 @@ from protos.nt.v1 import common_pb2, control_pb2, registry_pb2
 from common.patterns import PB_TO_ROLE as _PB_TO_ROLE, ROLE_TO_PB as _ROLE_TO_PB  # re-exported
 
 
-def role_name(role: int) -> str:
+def role_name(role: common_pb2.ModuleRole) -> str:
     """'' for MODULE_ROLE_UNSPECIFIED or unknown values."""
     return _PB_TO_ROLE.get(role, "")
 
 
-def role_value(role: str) -> int:
+def role_value(role: str) -> common_pb2.ModuleRole:
     return _ROLE_TO_PB[role]
 
 

@@ -119,6 +119,13 @@ class Ledger:
             found = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if found is None else _job(found)
 
+    def require_job(self, job_id: str) -> JobRow:
+        """A job known to exist (jobs are never deleted): for the scheduler's own jobs."""
+        job = self.get_job(job_id)
+        if job is None:
+            raise KeyError(f"no job {job_id!r} in the ledger")
+        return job
+
     def list_jobs(self, states: tuple[str, ...] = (), limit: int = 0) -> list[JobRow]:
         """Most recent first."""
         query = f"SELECT {', '.join(_COLUMNS)} FROM jobs"

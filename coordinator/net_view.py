@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from coordinator.convert import entry_pb, provenance_pb
-from coordinator.store import ObjectStore
+from coordinator.store import Store
 from coordinator.store.manifests import ModuleRecord, NetManifest, load_module_record
 from protos.nt.v1 import control_pb2
 
 NATIVE = "native"
 
 
-def net_reply(store: ObjectStore, net: NetManifest) -> control_pb2.GetNetReply:
+def net_reply(store: Store, net: NetManifest) -> control_pb2.GetNetReply:
     cats, tasks = net.category_modules, net.task_modules
     entries = [entry_pb(a, cats.get(a.category, ""), tasks.get(a.task, ""))
                for a in sorted(net.adapters, key=lambda a: (a.category, a.task))]
@@ -27,7 +27,7 @@ def net_reply(store: ObjectStore, net: NetManifest) -> control_pb2.GetNetReply:
                                    note=net.note)
 
 
-def native_task_modules(store: ObjectStore, task_modules: dict[str, str]) -> list[tuple[str, ModuleRecord]]:
+def native_task_modules(store: Store, task_modules: dict[str, str]) -> list[tuple[str, ModuleRecord]]:
     """(task, record) of each task module; it serves its own category without an adapter."""
     found = []
     for task, module_id in sorted(task_modules.items()):
@@ -37,7 +37,7 @@ def native_task_modules(store: ObjectStore, task_modules: dict[str, str]) -> lis
     return found
 
 
-def native_routes(store: ObjectStore, task_modules: dict[str, str]) -> list[tuple[str, str]]:
+def native_routes(store: Store, task_modules: dict[str, str]) -> list[tuple[str, str]]:
     """(category, task) pairs a task module serves without an adapter: its own category."""
     return [(record.category, task) for task, record in native_task_modules(store, task_modules)]
 

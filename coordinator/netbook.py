@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 
 from coordinator.jobs import CandidateResult, JobPlan
 from coordinator.promotion import TEACHER_PREFIX, Decision, decide, primary_metric, split_metrics
-from coordinator.store import ObjectStore
+from coordinator.store import Store
 from coordinator.store.manifests import (AdapterEntry, NetManifest, commit_net, list_nets, load_latest_net,
                                          load_net)
 
@@ -52,6 +52,7 @@ def net_name(plan: JobPlan) -> str:
 def proposal_for(plan: JobPlan, chosen: CandidateResult, max_gap: float) -> Proposal:
     """The chosen candidate as a net entry, with the provenance every route carries."""
     task, adapter = plan.config.task, chosen.adapter
+    assert adapter is not None  # best_candidate only chooses trained candidates
     quality, teacher = split_metrics(chosen.metrics)
     metric = primary_metric(task, chosen.metrics)
     provenance = {
@@ -102,7 +103,7 @@ def _put(net: NetManifest, table: str, name: str, module_id: str, key) -> None:
 
 
 class NetBook:
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self._lock = threading.Lock()  # one writer: commits are read-modify-write
 
@@ -126,7 +127,9 @@ class NetBook:
         """The version that added `job_id`'s route to net `name` (newest versions first, none older than
         `since`); 0 if none did."""
         latest = load_latest_net(self.store, name)
-        found, version = 0, latest.version if latest else 0
+        if latest is None:
+            return 0
+        found, version = 0, latest.version
         while version >= 1:
             net = latest if version == latest.version else load_net(self.store, name, version)
             if net is None or net.created < since:
@@ -143,7 +146,7 @@ class NetBook:
         with self._lock:
             latest = load_latest_net(self.store, name)
             old = load_net(self.store, name, version) if latest else None
-            if old is None:
+            if latest is None or old is None:
                 raise LookupError(f"net {name!r} has no version {version}")
             net = replace(copy.deepcopy(old), version=latest.version + 1, created=time.time(), note=note)
             commit_net(self.store, net)

@@ -8,7 +8,7 @@ from typing import Any, Callable
 from common.patterns import MODULE_ROLES
 from coordinator import ledger as L
 from coordinator.ledger import Ledger
-from coordinator.store import ObjectStore, StoreError
+from coordinator.store import ObjectStore, Store, StoreError
 from coordinator.store.manifests import list_module_records
 from coordinator.telemetry import CoordinatorMetrics
 from coordinator.job_states import TERMINAL_PB
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class Observer:
-    def __init__(self, metrics: CoordinatorMetrics, ledger: Ledger, store: ObjectStore,
+    def __init__(self, metrics: CoordinatorMetrics, ledger: Ledger, store: Store,
                  refresh_s: float = 5.0) -> None:
         self.metrics, self.ledger, self.store = metrics, ledger, store
         self.refresh_s = refresh_s

@@ -14,7 +14,7 @@ import grpc
 from coordinator import auth, validation
 from coordinator.convert import module_info, role_name
 from coordinator.telemetry import CoordinatorMetrics
-from coordinator.store import BlobNotFoundError, ObjectStore, StoreError
+from coordinator.store import BlobNotFoundError, Store, StoreError
 from coordinator.store.base import DEFAULT_CHUNK_SIZE
 from coordinator.store.manifests import (ModuleRecord, delete_module_record, list_module_records,
                                          load_module_record, module_id, save_module_record)
@@ -27,7 +27,7 @@ MAX_CHUNK_SIZE = 3 << 20  # stays under the 4 MiB default message limit of plain
 
 
 class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
-    def __init__(self, store: ObjectStore, limits: UploadLimits = UploadLimits(),
+    def __init__(self, store: Store, limits: UploadLimits = UploadLimits(),
                  spool_dir: Path | None = None, metrics: CoordinatorMetrics | None = None,
                  streams: StreamLimits = StreamLimits()) -> None:
         self.store, self.limits, self.spool_dir = store, limits, spool_dir

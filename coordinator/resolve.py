@@ -8,7 +8,7 @@ starts (modules may have changed meanwhile).
 from __future__ import annotations
 
 from coordinator.jobs import JobPlan
-from coordinator.store import ObjectStore
+from coordinator.store import Store
 from coordinator.store.manifests import ModuleRecord, list_module_records
 from protos.nt.v1 import control_pb2
 from transplant.job import JobConfig
@@ -47,7 +47,7 @@ def candidates(spec: control_pb2.TransplantJobSpec) -> tuple[str, ...]:
     return auto_candidates(spec.samples, True) if spec.method in ("", AUTO) else ()
 
 
-def resolve_plan(store: ObjectStore, store_url: str, job_id: str,
+def resolve_plan(store: Store, store_url: str, job_id: str,
                  spec: control_pb2.TransplantJobSpec) -> JobPlan:
     teacher, generic = spec.teacher_site_id, spec.generic_site_id
     teachers = list_module_records(store, teacher)

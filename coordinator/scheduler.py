@@ -22,7 +22,7 @@ from coordinator.jobs import CandidateResult, JobPlan, Progress
 from coordinator.netbook import NetBook
 from coordinator.resolve import ResolveError, resolve_plan
 from coordinator.site_client import SiteClient
-from coordinator.store import ObjectStore
+from coordinator.store import Store
 from coordinator.training import RETRYABLE, Training
 from protos.nt.v1 import control_pb2
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    def __init__(self, ledger: L.Ledger, store: ObjectStore, store_url: str, events: EventHub,
+    def __init__(self, ledger: L.Ledger, store: Store, store_url: str, events: EventHub,
                  sites: SiteClient, netbook: NetBook, max_concurrent: int = 2, max_attempts: int = 3,
                  progress_every: int = 10, max_gaps: dict[str, float] | None = None) -> None:
         self.ledger, self.store, self.store_url, self.events = ledger, store, store_url, events
@@ -97,7 +97,7 @@ class Scheduler:
             except rex.TaskCancelledError:
                 return None  # by cancel() (already CANCELLED) or by shutdown (re-queued on restart)
             except RETRYABLE as exc:
-                attempts = self.ledger.get_job(job_id).attempts
+                attempts = self.ledger.require_job(job_id).attempts
                 if attempts >= self.max_attempts:
                     self.committer.fail(job_id, f"Ray worker failed {attempts} times; last: "
                                                 f"{type(exc).__name__}: {exc}")
@@ -107,7 +107,7 @@ class Scheduler:
         return None
 
     def _wanted(self, job_id: str) -> bool:
-        return not self._closing.is_set() and self.ledger.get_job(job_id).state == L.RUNNING
+        return not self._closing.is_set() and self.ledger.require_job(job_id).state == L.RUNNING
 
     def _progress(self, job_id: str, item: Progress) -> None:
         self.events.publish(control_pb2.JobEvent(

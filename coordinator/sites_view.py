@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from coordinator.ledger import Ledger
-from coordinator.store import ObjectStore
+from coordinator.store import Store
 from coordinator.store.manifests import list_module_records
 from coordinator.worker import ADAPTER_SITE  # the coordinator's own adapters are not a site's
 from protos.nt.v1 import control_pb2
 
 
-def site_infos(ledger: Ledger, store: ObjectStore) -> list[control_pb2.SiteInfo]:
+def site_infos(ledger: Ledger, store: Store) -> list[control_pb2.SiteInfo]:
     seen = {site.site_id: site for site in ledger.list_sites()}
     by_site: dict[str, list] = {}
     for record in list_module_records(store):

@@ -161,12 +161,13 @@ class TokenTable:
     """
 
     def __init__(self, path: Path | str) -> None:
-        self.path: Path | None = Path(path)
+        auth_file = Path(path)
+        self.path: Path | None = auth_file  # None: a table made from a document (tests), never reloaded
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
         self._entries: list[tuple[str, Caller]] = []
         self._error: str | None = None
-        self._load(self._file_stamp())  # a broken file at start-up is an error, not a refusal
+        self._load(auth_file, self._file_stamp(auth_file))  # a broken file at start-up is an error, not a refusal
         if self._error:
             raise AuthFileError(self._error)
 
@@ -177,31 +178,33 @@ class TokenTable:
         table._entries = _entries(parse_auth_doc(doc))
         return table
 
-    def _file_stamp(self) -> tuple | None:
+    @staticmethod
+    def _file_stamp(path: Path) -> tuple | None:
         try:
-            st = os.stat(self.path)
+            st = os.stat(path)
         except OSError:
             return None
         return st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
 
-    def _load(self, stamp: tuple | None) -> None:
+    def _load(self, path: Path, stamp: tuple | None) -> None:
         self._stamp = stamp
         try:
-            self._entries, self._error = _entries(load_auth_file(self.path)), None
+            self._entries, self._error = _entries(load_auth_file(path)), None
         except AuthFileError as exc:
             self._entries, self._error = [], str(exc)
             log.error("%s: refusing every RPC until the auth file is fixed", exc)
             return
-        log.info("auth file %s loaded: %d admin(s), %d site(s)", self.path,
+        log.info("auth file %s loaded: %d admin(s), %d site(s)", path,
                  sum(c.role == ADMIN for _, c in self._entries), sum(c.role == SITE for _, c in self._entries))
 
     def refresh(self) -> None:
-        if self.path is None:
+        path = self.path
+        if path is None:
             return
-        stamp = self._file_stamp()
+        stamp = self._file_stamp(path)
         with self._lock:
             if stamp != self._stamp:
-                self._load(stamp)
+                self._load(path, stamp)
 
     @property
     def error(self) -> str | None:

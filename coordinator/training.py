@@ -77,10 +77,12 @@ class Training:
         for outcome in outcomes:  # the job-level failures first: a stop, then a lost worker
             if isinstance(outcome, rex.TaskCancelledError):
                 raise outcome
+        results: list[CandidateResult] = []
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        return outcomes
+            results.append(outcome)
+        return results
 
     def _follow(self, job_id: str, method: str, generator) -> TrainedAdapter:
         done = None

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 import torch
@@ -103,7 +103,7 @@ def parse_spec(role: str, spec_json: str) -> ModuleSpec | AdapterConfig | None:
     return None
 
 
-def spool(chunks: Iterable[tuple[bytes, int]], out: BinaryIO, path: Path, expected_size: int) -> Spooled:
+def spool(chunks: Iterable[tuple[bytes, int]], out: IO[bytes], path: Path, expected_size: int) -> Spooled:
     """Writes (data, offset) chunks to `out` while hashing; stops as soon as the stream misbehaves."""
     digest, size = hashlib.sha256(), 0
     for data, offset in chunks:

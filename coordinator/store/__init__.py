@@ -15,6 +15,7 @@ from coordinator.store.base import (
     BlobIntegrityError,
     BlobNotFoundError,
     ObjectStore,
+    Store,
     StoreError,
     StoreUnavailableError,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "ObjectStore",
     "RetryPolicy",
     "S3Store",
+    "Store",
     "StoreError",
     "StoreUnavailableError",
     "open_store",

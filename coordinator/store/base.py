@@ -16,6 +16,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from common.patterns import SHA256_HEX as _SHA256_HEX
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.@=+-]+$")
@@ -181,6 +182,34 @@ class ObjectStore(ABC):
     def read_blob(self, sha256: str) -> bytes:
         """Whole blob in memory; for small blobs and tests only."""
         return b"".join(self.open_blob(sha256))
+
+
+class Store(Protocol):
+    """What the coordinator's services use of a store: an ObjectStore, or a wrapper that stands in for
+    one by delegating every call (observer.CountingStore). The methods are ObjectStore's."""
+
+    def put_blob(self, chunks: Iterable[bytes], expected_sha256: str | None = None,
+                 expected_size: int | None = None) -> BlobInfo: ...
+
+    def put_verified_file(self, path: Path, sha256: str, size: int) -> BlobInfo: ...
+
+    def open_blob(self, sha256: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]: ...
+
+    def blob_info(self, sha256: str) -> BlobInfo | None: ...
+
+    def has_blob(self, sha256: str) -> bool: ...
+
+    def delete_blob(self, sha256: str) -> None: ...
+
+    def put_json(self, key: str, doc: dict) -> None: ...
+
+    def get_json(self, key: str) -> dict | None: ...
+
+    def list_keys(self, prefix: str = "") -> list[str]: ...
+
+    def delete_json(self, key: str) -> None: ...
+
+    def read_blob(self, sha256: str) -> bytes: ...
 
 
 def encode_json(doc: dict) -> bytes:

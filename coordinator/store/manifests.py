@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from coordinator.store.base import ObjectStore, StoreError, check_key
+from coordinator.store.base import Store, StoreError, check_key
 
 MODULE_ROLES = ("category", "task", "adapter", "samples")  # samples: a site's opt-in few-shot set
 _VERSION_KEY = re.compile(r"/v(\d{6,})\.json$")
@@ -69,12 +69,12 @@ def module_record_key(site_id: str, module_id: str) -> str:
     return check_key(f"modules/{site_id}/{module_id}.json")
 
 
-def save_module_record(store: ObjectStore, record: ModuleRecord) -> None:
+def save_module_record(store: Store, record: ModuleRecord) -> None:
     store.put_json(record.key, asdict(record))
 
 
 def load_module_record(
-    store: ObjectStore, module_id: str, site_id: str | None = None
+    store: Store, module_id: str, site_id: str | None = None
 ) -> ModuleRecord | None:
     """Without site_id, searches every site (module ids are unique across sites)."""
     if site_id is not None:
@@ -88,7 +88,7 @@ def load_module_record(
 
 
 def list_module_records(
-    store: ObjectStore, site_id: str | None = None, role: str | None = None
+    store: Store, site_id: str | None = None, role: str | None = None
 ) -> list[ModuleRecord]:
     prefix = "modules/" if site_id is None else f"modules/{site_id}/"
     docs = (store.get_json(key) for key in store.list_keys(prefix))
@@ -96,7 +96,7 @@ def list_module_records(
     return [r for r in records if role is None or r.role == role]
 
 
-def delete_module_record(store: ObjectStore, site_id: str, module_id: str) -> None:
+def delete_module_record(store: Store, site_id: str, module_id: str) -> None:
     store.delete_json(module_record_key(site_id, module_id))
 
 
@@ -179,12 +179,12 @@ def net_latest_key(name: str) -> str:
     return check_key(f"nets/{name}/LATEST.json")
 
 
-def load_latest_net(store: ObjectStore, name: str) -> NetManifest | None:
+def load_latest_net(store: Store, name: str) -> NetManifest | None:
     doc = store.get_json(net_latest_key(name))
     return None if doc is None else NetManifest.from_doc(doc)
 
 
-def load_net(store: ObjectStore, name: str, version: int) -> NetManifest | None:
+def load_net(store: Store, name: str, version: int) -> NetManifest | None:
     """A committed version; uncommitted orphans (newer than LATEST) read as None."""
     latest = load_latest_net(store, name)
     if latest is None or version > latest.version:
@@ -193,7 +193,7 @@ def load_net(store: ObjectStore, name: str, version: int) -> NetManifest | None:
     return None if doc is None else NetManifest.from_doc(doc)
 
 
-def commit_net(store: ObjectStore, manifest: NetManifest) -> None:
+def commit_net(store: Store, manifest: NetManifest) -> None:
     """Publishes manifest as the latest version; it must be exactly latest + 1."""
     latest = load_latest_net(store, manifest.name)
     expected = (latest.version if latest else 0) + 1
@@ -207,12 +207,12 @@ def commit_net(store: ObjectStore, manifest: NetManifest) -> None:
     store.put_json(net_latest_key(manifest.name), doc)  # last: the commit point
 
 
-def list_nets(store: ObjectStore) -> list[str]:
+def list_nets(store: Store) -> list[str]:
     """Names of the nets with at least one committed version."""
     return sorted({key.split("/")[1] for key in store.list_keys("nets/") if key.endswith("/LATEST.json")})
 
 
-def list_net_versions(store: ObjectStore, name: str) -> list[int]:
+def list_net_versions(store: Store, name: str) -> list[int]:
     """Committed versions, oldest first."""
     latest = load_latest_net(store, name)
     if latest is None:

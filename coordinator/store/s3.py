@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar, overload
 
 import certifi
 import urllib3
@@ -130,8 +130,9 @@ class S3Store(ObjectStore):
         """One attempt only: the chunk iterator cannot be replayed."""
         try:
             self._client.put_object(
-                self.bucket, key, reader, length=-1,
-                part_size=self.part_size, num_parallel_uploads=1,  # one part in memory
+                self.bucket, key,
+                reader,  # type: ignore[arg-type]  # minio annotates BinaryIO but needs only a callable read()
+                length=-1, part_size=self.part_size, num_parallel_uploads=1,  # one part in memory
             )
         except Exception as exc:
             if exc is reader.source_error:
@@ -223,6 +224,12 @@ class S3Store(ObjectStore):
             if exc.code not in _BUCKET_EXISTS_CODES:  # another process won the race: fine
                 raise
 
+    @overload
+    def _call(self, what: str, fn: Callable[[], T], missing_ok: Literal[False] = False) -> T: ...
+
+    @overload
+    def _call(self, what: str, fn: Callable[[], T], missing_ok: bool) -> T | None: ...
+
     def _call(self, what: str, fn: Callable[[], T], missing_ok: bool = False) -> T | None:
         """Runs fn with bounded retries on transient failures; maps errors to StoreError."""
         for attempt in range(1, self.retry.attempts + 1):
@@ -257,8 +264,8 @@ class S3Store(ObjectStore):
 
 def _http_client(secure: bool, timeout_s: float) -> urllib3.PoolManager:
     """No urllib3-level retries: RetryPolicy alone decides, so attempts are predictable."""
-    tls = {"cert_reqs": "CERT_REQUIRED",
-           "ca_certs": os.environ.get("SSL_CERT_FILE") or certifi.where()} if secure else {}
+    tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED",
+                           "ca_certs": os.environ.get("SSL_CERT_FILE") or certifi.where()} if secure else {}
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=min(timeout_s, 10.0), read=timeout_s),
         retries=False,
