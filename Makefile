@@ -20,6 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash tests/setup_services.sh
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy common site_agent demo coordinator transplant
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
