@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from common.errors import WireError
 from transplant.runtime import configure_threads
 
-from site_agent.data import SOURCE_HELP
+from site_agent.data import NEGATIVES_HELP, SOURCE_HELP
 from site_agent.errors import SiteAgentError
 from site_agent.workspace import exists, load_info
 
@@ -49,8 +49,19 @@ def _train_args(p: argparse.ArgumentParser, required: bool) -> None:
     g.add_argument("--seed", type=int, default=0, help="data split and training seed (default 0)")
     g.add_argument("--share-samples", type=int, default=0, metavar="N",
                    help="opt in to share N labelled training samples for few-shot jobs (default 0: none)")
-    g.add_argument("--n-train", type=int, default=1000, help="shapes sources: training images (default 1000)")
-    g.add_argument("--n-test", type=int, default=400, help="shapes sources: held-out images (default 400)")
+    g.add_argument("--n-train", type=int, default=None,
+                   help="shapes sources only: training images (default 1000); refused for other sources")
+    g.add_argument("--n-test", type=int, default=None,
+                   help="shapes sources only: held-out images (default 400); refused for other sources")
+    g.add_argument("--negatives", type=_names, default=None, metavar="CLASS[,CLASS...]",
+                   help=f"what the classifier learns to reject. Default per source: {NEGATIVES_HELP}")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected class names like a,b; got {text!r}")
+    return names
 
 
 def _coordinator_args(p: argparse.ArgumentParser) -> None:
@@ -165,7 +176,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     opts = TrainOptions(site_id=args.site_id, data=args.data, size=args.size, width=args.width, depth=args.depth,
                         fc=args.fc, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, cosine=args.cosine, seed=args.seed,
                         share_samples=args.share_samples, category=args.category, n_train=args.n_train,
-                        n_test=args.n_test, dropout=args.dropout, seg_weight=args.seg_weight)
+                        n_test=args.n_test, negatives=args.negatives, dropout=args.dropout,
+                        seg_weight=args.seg_weight)
     info, _ = train_site(opts, args.workspace, progress=not args.no_progress)
     print(f"site {info.site_id}: teacher for category '{info.category}' ({info.data}) -> {args.workspace}")
     for task, metrics in info.teacher_metrics.items():

@@ -48,18 +48,37 @@ def parse_source(text: str) -> Source:
     return Source(kind, category, path)
 
 
-def load_source(text: str, size: int = 32, seed: int = 0, n_train: int = 1000,
-                n_test: int = 400) -> CategoryDataset:
+# Options that only some sources read: any other source refuses them rather than ignoring them.
+OPTION_KINDS = {"n_train": ("shapes",), "n_test": ("shapes",), "negatives": ("shapes", "folder")}
+NEGATIVES_HELP = ("shapes: the paper's 'category vs random images' (the dissimilar categories and plain "
+                  "backgrounds) unless --negatives names others ('background' included); folder: every other "
+                  "class folder unless --negatives names some (e.g. a folder of random images); digits: every "
+                  "other digit; voc: the images without the class")
+
+
+def check_options(text: str, **given: object) -> None:
+    """Refuse options that the source would not read (None means: not given)."""
+    kind = parse_source(text).kind
+    for name, value in given.items():
+        if value is not None and kind not in OPTION_KINDS[name]:
+            flag = "--" + name.replace("_", "-")
+            raise SiteAgentError(f"{flag} does not apply to {kind}: sources (only {', '.join(OPTION_KINDS[name])})")
+
+
+def load_source(text: str, size: int = 32, seed: int = 0, n_train: int | None = None,
+                n_test: int | None = None, negatives: tuple[str, ...] | None = None) -> CategoryDataset:
     """The CategoryDataset behind a source string; data-layer errors become SiteAgentError."""
     src = parse_source(text)
+    check_options(text, n_train=n_train, n_test=n_test, negatives=negatives)
     try:
         if src.kind == "digits":
             return load_digits_category(src.category, seed=seed, size=size)
         if src.kind == "shapes":
-            return load_shapes_category(src.category, n_train=n_train, n_test=n_test, seed=seed, size=size)
+            return load_shapes_category(src.category, n_train=n_train or 1000, n_test=n_test or 400, seed=seed,
+                                        size=size, negatives=negatives)
         assert src.path is not None  # parse_source gives folder and voc sources a path
         if src.kind == "folder":
-            return load_image_folder(src.path, src.category, size=size, seed=seed)
+            return load_image_folder(src.path, src.category, size=size, seed=seed, negatives=negatives)
         return load_voc_folder(src.path, src.category, size=size, seed=seed)
     except (ValueError, OSError) as exc:
         raise SiteAgentError(f"cannot load data source {text!r}: {exc}") from None

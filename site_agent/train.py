@@ -37,8 +37,9 @@ class TrainOptions:
     seed: int = 0
     share_samples: int = 0
     category: str | None = None  # registry category name; default: the data set's own name
-    n_train: int = 1000          # shapes sources only
-    n_test: int = 400
+    n_train: int | None = None   # shapes sources only (default 1000); refused for others
+    n_test: int | None = None    # shapes sources only (default 400)
+    negatives: tuple[str, ...] | None = None  # shapes and folder sources: what the classifier rejects
 
 
 def _check(opts: TrainOptions) -> None:
@@ -80,7 +81,8 @@ def _set_metadata(module: SpecModule, key: str, value: dict) -> None:
 def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True) -> tuple[SiteInfo, TeacherNet]:
     """Train, evaluate on the held-out split, split into modules, compute E||f(I)||_F, save."""
     _check(opts)
-    dataset = load_source(opts.data, opts.size, opts.seed, opts.n_train, opts.n_test)
+    dataset = load_source(opts.data, opts.size, opts.seed, opts.n_train, opts.n_test, opts.negatives)
+    shapes = parse_source(opts.data).kind == "shapes"
     tasks = parse_source(opts.data).tasks
     train = dataset.train
     cfg = dataclasses.replace(vgg_small(width=opts.width, depth=opts.depth, image_size=opts.size,
@@ -104,7 +106,8 @@ def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True)
         teacher_metrics=evaluate_teacher(net, test.images, test.labels, test.masks),
         # the rescaling statistic (beta's denominator/numerator): a number, never the images
         feature_norm_mean=feature_norm_mean(net.category, train.images), num_images=len(train),
-        n_train=opts.n_train, n_test=opts.n_test)
+        n_train=(opts.n_train or 1000) if shapes else None, n_test=(opts.n_test or 400) if shapes else None,
+        negatives=list(opts.negatives) if opts.negatives else None)
     samples = train.subset(opts.share_samples, seed=opts.seed) if opts.share_samples else None
     record_meaning(net, info.category, int(train.images.shape[1]), opts.size)
     save_workspace(workspace, info, net, samples)

@@ -23,7 +23,7 @@ from transplant.spec import (ModuleSpec, SpecError, SpecModule, WeightsError, lo
                             weights_from_bytes)
 from transplant.teacher import TeacherNet
 
-from site_agent.data import load_source
+from site_agent.data import load_source, parse_source
 from site_agent.errors import SiteAgentError
 
 SITE_FORMAT = "transplant.site.v1"
@@ -47,8 +47,9 @@ class SiteInfo:
     feature_norm_mean: float = 0.0  # E ||f(I)||_F over the training images
     num_images: int = 0             # training images behind that mean
     shared_samples: int = 0         # labelled samples in samples.safetensors (0: none shared)
-    n_train: int = 1000             # shapes sources only: images rendered per split
-    n_test: int = 400
+    n_train: int | None = 1000      # shapes sources only: images rendered per split (None elsewhere)
+    n_test: int | None = 400
+    negatives: list[str] | None = None  # what the classifier was trained to reject (None: the source's default)
     created: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
@@ -175,7 +176,10 @@ def load_samples(directory: Path | str) -> Split | None:
 
 def load_dataset(info: SiteInfo) -> CategoryDataset:
     """Reload the data from its source; same source, size and seed give the same held-out split."""
-    return load_source(info.data, size=info.size, seed=info.seed, n_train=info.n_train, n_test=info.n_test)
+    shapes = parse_source(info.data).kind == "shapes"  # older workspaces record n_train/n_test for every source
+    return load_source(info.data, size=info.size, seed=info.seed, n_train=info.n_train if shapes else None,
+                       n_test=info.n_test if shapes else None,
+                       negatives=tuple(info.negatives) if info.negatives else None)
 
 
 def eval_split(info: SiteInfo) -> Split:

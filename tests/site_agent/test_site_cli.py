@@ -89,3 +89,19 @@ def test_serve_heartbeats_and_stops_on_sigterm(workspace, coordinator):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_options_a_source_would_not_read_are_refused(tmp_path):
+    from site_agent.data import check_options, load_source
+    from site_agent.errors import SiteAgentError
+
+    for source, options in (("digits:3", {"n_train": 500}), ("digits:3", {"negatives": ("5",)}),
+                            ("voc:/data/voc:cat", {"n_test": 100}), ("folder:/data:cat", {"n_train": 10})):
+        with pytest.raises(SiteAgentError, match="does not apply to"):
+            check_options(source, **options)
+    check_options("shapes:cat", n_train=100, n_test=20, negatives=("background",))
+    check_options("folder:/data:cat", negatives=("random",))
+    only_backgrounds = load_source("shapes:cat", size=16, n_train=40, n_test=10, negatives=("background",))
+    assert only_backgrounds.train.masks[only_backgrounds.train.labels == 0].sum() == 0
+    assert main(["train", "--site-id", "s", "--data", "digits:3", "--workspace", str(tmp_path / "w"),
+                 "--n-train", "500", "--no-progress"]) != 0

@@ -55,11 +55,14 @@ def _stack(images: list[np.ndarray], size: int) -> torch.Tensor:
 
 
 def load_image_folder(root: str | Path, category: str, size: int = 32, seed: int = 0,
-                      test_fraction: float = 0.3) -> CategoryDataset:
-    """`root/<class>/*.png|jpg` as binary "category vs rest" with a balanced test set.
+                      test_fraction: float = 0.3, negatives: Sequence[str] | None = None) -> CategoryDataset:
+    """`root/<class>/*.png|jpg` as binary "category vs negatives" with a balanced test set.
 
-    The train/test cut of each class depends only on `seed`, so the same image is never in
-    one category's train split and another's test split.
+    Negatives are the images of every other class folder, or of the folders named in `negatives`
+    only (say, a folder of random images: the paper's "category vs random images"; a classifier
+    trained to reject a similar category cannot be transplanted to accept it). The train/test cut of
+    each class depends only on `seed`, so the same image is never in one category's train split and
+    another's test split.
     """
     root = _dir(Path(root), "image")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -69,6 +72,12 @@ def load_image_folder(root: str | Path, category: str, size: int = 32, seed: int
     category = str(category)
     if category not in classes:
         raise ValueError(f"unknown category {category!r} in {root}: folders are {', '.join(classes)}")
+    if negatives is not None:
+        unknown = sorted(set(negatives) - set(classes))
+        if unknown or category in negatives or not negatives:
+            raise ValueError(f"negatives must name other class folders under {root} ({', '.join(classes)}); "
+                             f"got {', '.join(negatives) or 'none'}")
+        files = [(f, c) for f, c in files if c == category or c in negatives]
     owner = np.array([classes.index(c) for _, c in files])
     target = classes.index(category)
     if not np.any(owner == target):

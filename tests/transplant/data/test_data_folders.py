@@ -108,3 +108,14 @@ def test_voc_errors(tmp_path):
     (empty / "ImageSets/Segmentation/train.txt").write_text("\n")
     with pytest.raises(ValueError, match="no images listed"):
         load_voc_folder(empty, "cat")
+
+
+def test_image_folder_negatives_can_be_chosen(tmp_path):
+    """'cat vs random images': only the named folders become negatives; the other classes stay out."""
+    root = _image_folder(tmp_path / "imgs", {"cat": 10, "dog": 8, "random": 12})
+    d = load_image_folder(root, "cat", size=16, seed=0, negatives=["random"])
+    green = {round((img[1, 0, 0].item() * 255 - 30) / 60) for s in (d.train, d.test) for img in s.images}
+    assert green == {0, 2}  # cat (class 0) and random (class 2), never dog (class 1)
+    for bad in (["bird"], ["cat"], []):
+        with pytest.raises(ValueError, match="negatives must name other class folders"):
+            load_image_folder(root, "cat", size=16, seed=0, negatives=bad)
