@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 from safetensors.torch import load as st_load
 
+from coordinator.blobcache import BlobCache
 from coordinator.jobs import JobPlan, Progress, TrainedAdapter
 from coordinator.store import ObjectStore, open_store
 from coordinator.store.manifests import ModuleRecord, module_id, save_module_record
@@ -28,10 +29,14 @@ ADAPTER_SITE = "coordinator"  # adapters are the coordinator's own modules
 Blobs = dict[str, bytes]      # sha256 -> bytes of the stored blobs a plan reads
 
 
+CACHE = BlobCache()           # this worker process's blobs, by sha256
+
+
 def fetch_blobs(plan: JobPlan) -> Blobs:
-    """Every blob the plan reads, read once; the candidates of an auto job share them (Ray object store)."""
+    """Every blob the plan reads, read once; the candidates of an auto job share them (Ray object store),
+    and blobs this worker read for an earlier job come from its content-addressed cache."""
     store = open_store(plan.store_url)
-    return {sha256: store.read_blob(sha256) for sha256 in plan.blobs}
+    return {sha256: CACHE.get(sha256, store.read_blob) for sha256 in plan.blobs}
 
 
 def run_plan(plan: JobPlan, progress_every: int = 10, blobs: Blobs | None = None) -> Iterator[Progress | TrainedAdapter]:
