@@ -1,4 +1,5 @@
-"""Runs jobs on Ray: a bounded pool of driver threads, each driving one job from PENDING to its end.
+"""Runs jobs on Ray: a bounded pool of driver threads, each driving one job's training, and a separate
+pool that waits for the sites' evaluations, so a dead or slow site never holds a training driver.
 
 PENDING -> (resolve modules) -> RUNNING (one Ray task per candidate method, progress streamed)
 -> EVALUATING (the owning site scores every candidate) -> claim + gate + net commit
@@ -27,17 +28,21 @@ from coordinator.training import RETRYABLE, Training
 from protos.nt.v1 import control_pb2
 
 log = logging.getLogger(__name__)
+MAX_EVALUATIONS = 16  # jobs whose candidates are out with their sites at once
 
 
 class Scheduler:
     def __init__(self, ledger: L.Ledger, store: Store, store_url: str, events: EventHub,
                  sites: SiteClient, netbook: NetBook, max_concurrent: int = 2, max_attempts: int = 3,
-                 progress_every: int = 10, max_gaps: dict[str, float] | None = None) -> None:
+                 progress_every: int = 10, max_gaps: dict[str, float] | None = None,
+                 max_evaluations: int = MAX_EVALUATIONS) -> None:
         self.ledger, self.store, self.store_url, self.events = ledger, store, store_url, events
         self.sites, self.netbook, self.max_attempts = sites, netbook, max_attempts
         self.committer = Committer(ledger, events, sites, netbook, max_gaps)
         self.training = Training(progress_every, self._progress)
         self._pool = ThreadPoolExecutor(max_concurrent, thread_name_prefix="job-driver")
+        # waiting on a site costs a thread and no CPU: many may wait while the drivers train other jobs
+        self._evaluations = ThreadPoolExecutor(max_evaluations, thread_name_prefix="job-evaluation")
         self._closing = threading.Event()
 
     def submit(self, job_id: str) -> None:
@@ -57,6 +62,7 @@ class Scheduler:
         for job in self.ledger.list_jobs((L.RUNNING,)):
             self.training.stop(job.id)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._evaluations.shutdown(wait=True, cancel_futures=True)  # cut-off evaluations re-run on restart
 
     # one job
 
@@ -85,7 +91,16 @@ class Scheduler:
         first = next(c.adapter for c in candidates if c.adapter)
         if self.committer.move(job_id, L.EVALUATING, adapter_module_id=first.module_id,
                                candidates=[c.to_doc() for c in candidates]):
+            self._evaluations.submit(self._evaluate_logged, plan, candidates)  # this driver is free now
+
+    def _evaluate_logged(self, plan: JobPlan, candidates: list[CandidateResult]) -> None:
+        if self._closing.is_set():
+            return  # left EVALUATING: re-queued on restart
+        try:
             self.committer.evaluate_and_commit(plan, candidates)
+        except Exception as exc:  # as in _drive_logged: a bug fails the job instead of vanishing
+            log.exception("job %s: evaluation crashed", plan.job_id)
+            self.committer.fail(plan.job_id, f"coordinator error: {type(exc).__name__}: {exc}")
 
     def _train_with_retries(self, plan: JobPlan) -> list[CandidateResult] | None:
         job_id = plan.job_id

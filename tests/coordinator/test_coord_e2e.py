@@ -217,6 +217,23 @@ def test_cancel_running_job(world) -> None:
     assert job.state == control_pb2.CANCELLED and job.error == "cancelled by an admin"
 
 
+def test_a_silent_sites_evaluations_never_hold_the_training_drivers(world) -> None:
+    """Both drivers' worth of jobs wait on a site that never answers (8 s each); a job of a live site
+    submitted after them is trained and evaluated long before they time out."""
+    control = world["control"]
+    silent = [submit(control, job_spec(teacher_site="site-s", steps=20)) for _ in range(2)]
+    for job_id in silent:
+        wait_for(control, job_id, (control_pb2.EVALUATING, *TERMINAL))
+    good = submit(control, job_spec(steps=20, layers=1))
+    done = wait_for(control, good, TERMINAL)
+    assert done.state in (control_pb2.SUCCEEDED, control_pb2.REJECTED), done.error  # evaluated either way
+    assert {m.name for m in done.metrics} >= {"error_rate", "teacher_error_rate"}
+    stuck = [control.GetJob(control_pb2.GetJobRequest(job_id=j)) for j in silent]
+    assert all(j.state == control_pb2.EVALUATING for j in stuck), [j.state for j in stuck]
+    for job_id in silent:
+        assert wait_for(control, job_id, TERMINAL).state == control_pb2.FAILED
+
+
 def test_restart_resumes_running_job(world) -> None:
     """Runs last: replaces the module's coordinator with a fresh one on the same ledger and store."""
     control = world["control"]
@@ -234,3 +251,4 @@ def test_restart_resumes_running_job(world) -> None:
             time.sleep(0.2)
         assert job.state in (control_pb2.PENDING, control_pb2.RUNNING)
         assert control.CancelJob(control_pb2.CancelJobRequest(job_id=job_id)).job.state == control_pb2.CANCELLED
+
