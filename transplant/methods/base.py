@@ -134,6 +134,21 @@ class Method(ABC):
         """Called once before iterating; a method may set a better starting point than the random init."""
 
 
+class ClosedFormMethod(Method):
+    """A method solved in one shot: `solve` sets the adapter; there is no loss to iterate on."""
+
+    @property
+    def iterative(self) -> bool:
+        return False
+
+    def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError(f"{self.name} is solved in closed form; call solve()")
+
+    @abstractmethod
+    def solve(self, adapter: Adapter) -> None:
+        """Set the adapter's weights."""
+
+
 METHODS: dict[str, type[Method]] = {}
 
 

@@ -8,22 +8,16 @@ from __future__ import annotations
 import torch
 
 from transplant.adapter import Adapter
-from transplant.methods.base import Method, register
+from transplant.methods.base import ClosedFormMethod, register
 from transplant.methods.stitching import set_channel_map
 
 
 @register
-class Identity(Method):
+class Identity(ClosedFormMethod):
     name = "identity"
     uses_samples = False
     auto_candidate = True  # free to evaluate; if it wins, the other candidates found nothing better
 
-    @property
-    def iterative(self) -> bool:
-        return False
-
-    def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError("identity has nothing to learn")
 
     def solve(self, adapter: Adapter) -> None:
         set_channel_map(adapter, torch.eye(adapter.config.channels))

@@ -8,23 +8,17 @@ from __future__ import annotations
 import torch
 
 from transplant.adapter import Adapter
-from transplant.methods.base import Method, register
+from transplant.methods.base import ClosedFormMethod, register
 from transplant.methods.stitching import fit_stitch
 
 
 @register
-class LstsqStitch(Method):
+class LstsqStitch(ClosedFormMethod):
     name = "lstsq"
     needs_samples = True
     needs_generic_category_module = True
     auto_candidate = True
 
-    @property
-    def iterative(self) -> bool:
-        return False
-
-    def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError("lstsq is solved in closed form; call solve()")
 
     @torch.no_grad()
     def solve(self, adapter: Adapter) -> None:

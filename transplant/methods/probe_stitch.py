@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from transplant.adapter import Adapter
-from transplant.methods.base import Method, register
+from transplant.methods.base import ClosedFormMethod, register
 from transplant.methods.stitching import fit_stitch
 from transplant.probes import probe_images
 
@@ -18,18 +18,12 @@ CHUNK = 128
 
 
 @register
-class ProbeStitch(Method):
+class ProbeStitch(ClosedFormMethod):
     name = "probe_stitch"
     needs_generic_category_module = True
     uses_samples = False
     auto_candidate = True
 
-    @property
-    def iterative(self) -> bool:
-        return False
-
-    def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError("probe_stitch is solved in closed form; call solve()")
 
     @torch.no_grad()
     def solve(self, adapter: Adapter) -> None:

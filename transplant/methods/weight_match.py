@@ -17,7 +17,7 @@ from torch import nn
 from scipy.optimize import linear_sum_assignment
 
 from transplant.adapter import Adapter
-from transplant.methods.base import Method, register
+from transplant.methods.base import ClosedFormMethod, register
 from transplant.methods.stitching import set_channel_map
 from transplant.spec.build import SpecModule
 
@@ -93,18 +93,12 @@ def channel_scales(layer_s: tuple, layer_t: tuple, perm: torch.Tensor) -> torch.
 
 
 @register
-class WeightMatch(Method):
+class WeightMatch(ClosedFormMethod):
     name = "weight_match"
     needs_generic_category_module = True
     uses_samples = False
     auto_candidate = True
 
-    @property
-    def iterative(self) -> bool:
-        return False
-
-    def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError("weight_match is solved in closed form; call solve()")
 
     @torch.no_grad()
     def solve(self, adapter: Adapter) -> None:
