@@ -25,6 +25,7 @@ from transplant.experiments.teachers import Teacher, pretrained_base, shared_tas
 from transplant.job import JobConfig, beta_from_stats, make_problem, run_job
 from transplant.methods import METHODS, DistillSettings, Samples
 from transplant.methods.stitching import permutation_recovery
+from transplant.metrics import evaluate
 from transplant.spec.build import SpecModule
 from transplant.spec.fullyconv import enlarged_input_shape, fully_convolutional
 from transplant.teacher import TeacherTraining
@@ -226,7 +227,6 @@ def _shapes_cases(ctx: Context, experiment: str, task: str, generic_of: Callable
 def unchanged_generic(task: str, category_module: SpecModule, generic_task: SpecModule, test: Split) -> dict[str, float]:
     """Control: the generic task module on the target's own features, no adapter and no reorder.
     Classification: how often it says "yes" on the target's images, and its error; segmentation: its metrics."""
-    from transplant.metrics import evaluate
     forward = lambda x: generic_task(category_module(x))  # noqa: E731
     if task == CLASSIFICATION:
         positives = test.images[test.labels == 1]

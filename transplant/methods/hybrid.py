@@ -16,6 +16,7 @@ import torch
 
 from transplant.adapter import Adapter
 from transplant.methods.base import METHODS, Method, register
+from transplant.metrics import error_rate, pixel_accuracy
 
 STARTS = ("weight_match", "probe_stitch", "identity")
 
@@ -56,11 +57,11 @@ class Hybrid(Method):
             return float((adapter(features[idx]) - target).norm() / target.norm().clamp_min(1e-12)), 0.0
         loss, output = self.task_loss(adapter, idx)
         if self.problem.task == "classification":
-            wrong = ((output.reshape(-1) > 0).long() != samples.labels[idx]).float().mean()
+            wrong = error_rate(output, samples.labels[idx])
         else:
             assert samples.masks is not None  # segmentation samples carry masks (task_loss needed them)
-            wrong = (output.argmax(1) != samples.masks[idx]).float().mean()
-        return float(wrong), float(loss)
+            wrong = 100.0 - pixel_accuracy(output, samples.masks[idx])
+        return wrong, float(loss)
 
     def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
         task, _ = self.task_loss(adapter, self.sample_batch())
