@@ -16,14 +16,14 @@ import grpc
 from common.bearer import METADATA_KEY, SCHEME, bearer_token, hash_token
 from common.patterns import SHA256_HEX
 
-ADMIN, SITE = "admin", "site"
-ROLES = (ADMIN, SITE)
+ADMIN, SITE, CLIENT = "admin", "site", "client"  # client: an end user of the Predict service, nothing else
+ROLES = (ADMIN, SITE, CLIENT)
 
 
 @dataclass(frozen=True)
 class Caller:
-    role: str  # ADMIN or SITE
-    name: str  # admin name or site id
+    role: str  # one of ROLES
+    name: str  # admin name, site id or client name
 
     def __str__(self) -> str:
         return f"{self.role} {self.name!r}"
@@ -95,4 +95,4 @@ class RequireTokenInterceptor(grpc.ServerInterceptor):
         return guard(handler, check)
 
 
-__all__ = ["ADMIN", "ROLES", "SITE", "Caller", "RequireTokenInterceptor", "current_caller", "guard"]
+__all__ = ["ADMIN", "CLIENT", "ROLES", "SITE", "Caller", "RequireTokenInterceptor", "current_caller", "guard"]

@@ -16,7 +16,7 @@ import logging
 import grpc
 
 from common.bearer import ADMIN_TOKEN_ENV, METADATA_KEY, SCHEME, bearer_token, read_token  # noqa: F401
-from common.guard import ADMIN, SITE, Caller, current_caller, guard
+from common.guard import ADMIN, CLIENT, SITE, Caller, current_caller, guard
 # re-exported: coordinator modules still call these as auth.<name> (server.py, admin.py)
 from common.security import PLAINTEXT, ClientSecurity, is_loopback, server_credentials  # noqa: F401
 from coordinator.tokens import TokenTable
@@ -32,6 +32,7 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     f"{_SERVICE}ModuleRegistry/Download": frozenset({SITE, ADMIN}),
     f"{_SERVICE}Heartbeat/Ping": frozenset({SITE}),
     f"{_SERVICE}Control/": frozenset({ADMIN}),  # a trailing '/': every method of the service (admins only)
+    f"{_SERVICE}Predict/": frozenset({CLIENT, ADMIN}),  # end users; the only service a client token reaches
 }
 
 
@@ -99,5 +100,5 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return guard(handler, check)
 
 
-__all__ = ["ADMIN", "ADMIN_TOKEN_ENV", "METHOD_ROLES", "SITE", "AuthInterceptor", "Caller", "PermissionDenied",
+__all__ = ["ADMIN", "ADMIN_TOKEN_ENV", "CLIENT", "METHOD_ROLES", "SITE", "AuthInterceptor", "Caller", "PermissionDenied",
            "TokenTable", "check_site", "check_site_context", "current_caller", "roles_for"]

@@ -28,6 +28,14 @@ class Conflict(Exception):
     """The request is fine but the state it finds does not allow it (FAILED_PRECONDITION)."""
 
 
+class TooLarge(ValueError):
+    """The request is over a size limit; refused before it is allocated (RESOURCE_EXHAUSTED)."""
+
+
+class NotReady(Exception):
+    """The server cannot answer yet, e.g. no net version is loaded; retry later (UNAVAILABLE)."""
+
+
 def _permission_denied() -> type[Exception]:
     from coordinator.auth import PermissionDenied  # late: auth imports the token table and friends
     return PermissionDenied
@@ -37,6 +45,10 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
     """(code, message) for an error the servicers raise on purpose; None for a bug."""
     if isinstance(exc, UploadRejected):
         return (grpc.StatusCode.RESOURCE_EXHAUSTED if exc.quota else grpc.StatusCode.INVALID_ARGUMENT), str(exc)
+    if isinstance(exc, TooLarge):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, NotReady):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, (InvalidRequest, ResolveError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, (NotFound, LookupError)):

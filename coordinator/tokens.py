@@ -3,13 +3,13 @@
 Tokens are random (`secrets.token_urlsafe(32)`) and shown once; only their sha256 is stored, in an
 auth file (JSON, mode 0600, replaced atomically):
 
-    {"admins": {"alice": "<sha256 hex>"}, "sites": {"site-3": "<sha256 hex>"}}
+    {"admins": {"alice": "<sha256 hex>"}, "sites": {"site-3": "<sha256 hex>"}, "clients": {"app": "<sha256 hex>"}}
 
 `TokenTable` is that file in memory on the server, re-read when it changes (mtime/size/inode), so
 issuing, rotating or revoking a token needs no restart.
 
-    python -m coordinator token new    --auth-file FILE --role site|admin --name NAME
-    python -m coordinator token revoke --auth-file FILE --role site|admin --name NAME
+    python -m coordinator token new    --auth-file FILE --role site|admin|client --name NAME
+    python -m coordinator token revoke --auth-file FILE --role site|admin|client --name NAME
     python -m coordinator token list   --auth-file FILE
 """
 
@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from common.bearer import hash_token
-from common.guard import ADMIN, ROLES, SITE, Caller
+from common.guard import ADMIN, CLIENT, ROLES, SITE, Caller
 from common.patterns import NAME, NAME_RULE, SHA256_HEX
 
 log = logging.getLogger(__name__)
-_TABLES = {ADMIN: "admins", SITE: "sites"}
+_TABLES = {ADMIN: "admins", SITE: "sites", CLIENT: "clients"}
 
 
 class AuthFileError(ValueError):
@@ -45,12 +45,12 @@ def new_token() -> str:
 
 
 def _empty() -> dict[str, dict[str, str]]:
-    return {"admins": {}, "sites": {}}
+    return {table: {} for table in _TABLES.values()}
 
 
 def parse_auth_doc(doc: Any) -> dict[str, dict[str, str]]:
     if not isinstance(doc, dict) or set(doc) - set(_TABLES.values()):
-        raise AuthFileError('the auth file must be a JSON object {"admins": {...}, "sites": {...}}')
+        raise AuthFileError('the auth file must be a JSON object {"admins": {...}, "sites": {...}, "clients": {...}}')
     out = _empty()
     for table in _TABLES.values():
         entries = doc.get(table, {})
@@ -238,8 +238,9 @@ def add_token_commands(commands: Any) -> None:
         parser = actions.add_parser(action, help=text)
         parser.add_argument("--auth-file", required=True, type=Path, help="the coordinator's auth file (JSON)")
         if action != "list":
-            parser.add_argument("--role", required=True, choices=[SITE, ADMIN])
-            parser.add_argument("--name", required=True, help="site id (role site) or admin name (role admin)")
+            parser.add_argument("--role", required=True, choices=[SITE, ADMIN, CLIENT])
+            parser.add_argument("--name", required=True, help="site id (role site), admin name (role admin) or client name "
+                                                                  "(role client: may call Predict only)")
 
 
 def run_token_command(args: argparse.Namespace) -> int:
