@@ -16,12 +16,12 @@ from coordinator import ledger as L
 from coordinator.convert import job_pb, spec_to_dict, state_event
 from coordinator.events import EventHub
 from coordinator.job_states import TERMINAL_PB, state_name
-from coordinator.net_view import native_routes, net_reply  # noqa: F401 (native_routes: re-exported)
+from coordinator.admin.net_view import native_routes, net_reply  # noqa: F401 (native_routes: re-exported)
 from coordinator.netbook import NetBook, Proposal
 from coordinator.resolve import resolve_plan
 from coordinator.rpc_errors import Conflict, InvalidRequest, NotFound, grpc_errors
 from coordinator.scheduler import Scheduler
-from coordinator.sites_view import site_infos
+from coordinator.admin.sites_view import site_infos
 from coordinator.store import Store, StoreError
 from coordinator.store.manifests import load_module_record
 from protos.nt.v1 import control_pb2, control_pb2_grpc, heartbeat_pb2, heartbeat_pb2_grpc

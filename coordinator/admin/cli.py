@@ -26,7 +26,7 @@ from tqdm import tqdm
 from coordinator import auth
 from common.errors import DownloadError
 from common.registry_client import download
-from coordinator import admin_views as views
+from coordinator.admin import views
 from coordinator.job_states import STATES, TERMINAL_PB
 from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2_grpc
 
@@ -59,9 +59,12 @@ def cmd_submit(args, control, registry) -> int:
     spec = control_pb2.TransplantJobSpec(
         category=args.category, task=args.task, method=args.method, samples=args.samples,
         adapter=control_pb2.AdapterConfig(layers=args.layers, kernel_size=args.kernel, reorder=args.reorder),
-        seed=args.seed, teacher_site_id=args.teacher_site, generic_site_id=args.generic_site, steps=args.steps)
+        seed=args.seed, teacher_site_id=args.teacher_site, generic_site_id=args.generic_site, steps=args.steps,
+        net=args.net)
     if args.max_gap is not None:
         spec.max_gap = args.max_gap
+    if not (args.generic_site or args.net):
+        raise SystemExit("submit: give --generic-site SITE or --net NAME")
     job = control.SubmitJob(control_pb2.SubmitJobRequest(spec=spec), timeout=args.timeout).job
     print(f"submitted {job.job_id} ({_state(job.state)})")
     if args.watch:
@@ -205,7 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--kernel", type=int, default=1, choices=(1, 3), help="adapter kernel size")
     submit.add_argument("--reorder", action="store_true", help="start the adapter with a channel permutation")
     submit.add_argument("--teacher-site", required=True, help="site owning the category's teacher net")
-    submit.add_argument("--generic-site", required=True, help="site owning the generic task module")
+    submit.add_argument("--generic-site", default="",
+                        help="site owning the generic task module; the result enters the net named after it "
+                             "(required unless --net is given)")
+    submit.add_argument("--net", default="",
+                        help="connect to the task module this transplant net already has for the task, e.g. one "
+                             "another site brought (the paper's step 3); the result enters this net")
     submit.add_argument("--steps", type=int, default=0, help="optimisation steps (0: the coordinator's default)")
     submit.add_argument("--max-gap", type=float, default=None,
                         help="points the result may trail its teacher and still enter the net "
@@ -268,6 +276,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         channel.close()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from coordinator.admin.cli import main
+
+sys.exit(main())
