@@ -19,6 +19,7 @@ SCHEME = "Bearer"
 MAX_TOKEN_CHARS = 512
 SITE_TOKEN_ENV = "TRANSPLANT_SITE_TOKEN"
 ADMIN_TOKEN_ENV = "TRANSPLANT_ADMIN_TOKEN"
+CLIENT_TOKEN_ENV = "TRANSPLANT_CLIENT_TOKEN"  # end users of the Predict service
 COORDINATOR_TOKEN_SHA256_ENV = "TRANSPLANT_COORDINATOR_TOKEN_SHA256"
 
 
@@ -90,5 +91,5 @@ class BearerTokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamC
         return continuation(self._details(client_call_details), request_iterator)
 
 
-__all__ = ["ADMIN_TOKEN_ENV", "COORDINATOR_TOKEN_SHA256_ENV", "METADATA_KEY", "MAX_TOKEN_CHARS", "SCHEME",
+__all__ = ["ADMIN_TOKEN_ENV", "CLIENT_TOKEN_ENV", "COORDINATOR_TOKEN_SHA256_ENV", "METADATA_KEY", "MAX_TOKEN_CHARS", "SCHEME",
            "SITE_TOKEN_ENV", "BearerTokenInterceptor", "bearer_token", "hash_token", "read_file", "read_token"]
