@@ -21,6 +21,8 @@ from coordinator.netbook import NetBook, Proposal
 from coordinator.resolve import resolve_plan
 from coordinator.rpc_errors import Conflict, InvalidRequest, NotFound, grpc_errors
 from coordinator.scheduler import Scheduler
+from coordinator.site_identity import EndpointError, EndpointRefused, check_endpoint
+from coordinator.tokens import TokenTable
 from coordinator.admin.sites_view import site_infos
 from coordinator.store import Store, StoreError
 from coordinator.store.manifests import load_module_record
@@ -54,11 +56,14 @@ def check_spec(spec: control_pb2.TransplantJobSpec, store: Store) -> str | None:
         return f"no candidate method can run with {spec.samples} samples"
     if spec.HasField("max_gap") and not (math.isfinite(spec.max_gap) and 0 <= spec.max_gap <= 100):
         return f"max_gap must be 0..100 points, got {spec.max_gap}"
-    for what, value in (("category", spec.category), ("teacher site", spec.teacher_site_id),
-                        ("generic site", spec.generic_site_id)):
+    names = [("category", spec.category), ("teacher site", spec.teacher_site_id)]
+    # with a net named, the task module is the net's own (step 3): the generic site is optional
+    names += [("net", spec.net)] if spec.net else []
+    names += [("generic site", spec.generic_site_id)] if spec.generic_site_id or not spec.net else []
+    for what, value in names:
         if not validation.NAME.match(value):
             return f"invalid {what} {value!r}"
-    for site in dict.fromkeys((spec.teacher_site_id, spec.generic_site_id)):
+    for site in dict.fromkeys(s for s in (spec.teacher_site_id, spec.generic_site_id) if s):
         if not store.list_keys(f"modules/{site}/"):
             return f"unknown site {site!r}: it has uploaded no modules"
     return None
@@ -185,14 +190,20 @@ def _stamped(event: control_pb2.JobEvent) -> control_pb2.JobEvent:
 
 
 class HeartbeatService(heartbeat_pb2_grpc.HeartbeatServicer):
-    def __init__(self, ledger: L.Ledger) -> None:
-        self.ledger = ledger
+    def __init__(self, ledger: L.Ledger, tokens: TokenTable | None = None) -> None:
+        """`tokens`: the auth file, whose site entries name the hosts each site may announce (None: no auth)."""
+        self.ledger, self.tokens = ledger, tokens
 
     def Ping(self, request, context):
         if not validation.NAME.match(request.site_id):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid site id {request.site_id!r}")
         auth.check_site_context(context, request.site_id, "send heartbeats")
-        if not request.endpoint or len(request.endpoint) > 255 or ":" not in request.endpoint:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "endpoint must be host:port")
+        hosts = None if self.tokens is None else self.tokens.hosts(request.site_id)
+        try:
+            check_endpoint(request.site_id, request.endpoint, hosts)
+        except EndpointError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except EndpointRefused as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         self.ledger.record_site(request.site_id, request.endpoint)
         return heartbeat_pb2.PingReply(ok=True, server_time=time.time())

@@ -32,6 +32,16 @@ class JobPlan:
     samples: int = 0
     candidates: tuple[str, ...] = ()  # methods an `auto` job trains; () means just config.method
     max_gap: float | None = None      # the gate for this job (None: the coordinator's default)
+    net: str = ""                     # the net the result enters ("": the one named after the generic site)
+    # Task modules the commit adds for tasks the net lacks (task -> module id), native on their own
+    # category: the generic site's other tasks (the net's base) and the teacher's (step 2 of the
+    # paper's supplement: a transplanted category brings its other task modules along).
+    generic_tasks: dict[str, str] = field(default_factory=dict)
+    teacher_tasks: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def net_name(self) -> str:
+        return self.net or self.generic_task.site_id
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import copy
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from coordinator.jobs import CandidateResult, JobPlan
 from coordinator.promotion import TEACHER_PREFIX, Decision, decide, primary_metric, split_metrics
@@ -36,6 +36,9 @@ class Proposal:
     generic_category_module_id: str
     generic_task_module_id: str
     max_gap: float
+    # task -> module id for tasks the net lacks, added native on their own category: the generic
+    # site's other tasks first (the net's base), then the teacher's (step 2). Never replaces one.
+    extra_tasks: dict[str, str] = field(default_factory=dict)
 
     def to_doc(self) -> dict:
         return asdict(self)
@@ -43,10 +46,6 @@ class Proposal:
     @classmethod
     def from_doc(cls, doc: dict) -> Proposal:
         return cls(**{**doc, "entry": AdapterEntry(**doc["entry"])})
-
-
-def net_name(plan: JobPlan) -> str:
-    return plan.generic_task.site_id
 
 
 def proposal_for(plan: JobPlan, chosen: CandidateResult, max_gap: float) -> Proposal:
@@ -68,8 +67,9 @@ def proposal_for(plan: JobPlan, chosen: CandidateResult, max_gap: float) -> Prop
                          adapter_sha256=adapter.sha256, config=_config(adapter.config_json), method=chosen.method,
                          samples=plan.samples, metrics=quality, teacher_metrics=teacher, job_id=plan.job_id,
                          provenance=provenance)
-    return Proposal(net_name(plan), entry, plan.category.module_id, plan.generic_category.category,
-                    plan.generic_category.module_id, plan.generic_task.module_id, max_gap)
+    extra = {**plan.teacher_tasks, **plan.generic_tasks}  # the generic site's win a task both have
+    return Proposal(plan.net_name, entry, plan.category.module_id, plan.generic_category.category,
+                    plan.generic_category.module_id, plan.generic_task.module_id, max_gap, extra)
 
 
 def _config(config_json: str) -> dict:
@@ -92,6 +92,8 @@ def apply_proposal(net: NetManifest, proposal: Proposal, forced: bool) -> None:
     _put(net, "category_modules", proposal.generic_category, proposal.generic_category_module_id, lambda a: a.category)
     _put(net, "task_modules", entry.task, proposal.generic_task_module_id, lambda a: a.task)
     _put(net, "category_modules", entry.category, proposal.category_module_id, lambda a: a.category)
+    for task, module_id in proposal.extra_tasks.items():
+        net.task_modules.setdefault(task, module_id)
     net.set_adapter(entry)
 
 

@@ -137,7 +137,7 @@ def write_report(control: control_pb2_grpc.ControlStub, directory: Path, timeout
     directory.mkdir(parents=True, exist_ok=True)
     net = control.GetNet(control_pb2.GetNetRequest(name=name), timeout=timeout)
     jobs = [job for job in control.ListJobs(control_pb2.ListJobsRequest(), timeout=timeout).jobs
-            if job.spec.generic_site_id == net.name]
+            if (job.spec.net or job.spec.generic_site_id) == net.name]
     histories = {}
     for job in jobs:
         history = control.GetJobHistory(control_pb2.GetJobRequest(job_id=job.job_id), timeout=timeout)

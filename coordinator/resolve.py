@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from coordinator.jobs import JobPlan
 from coordinator.store import Store
-from coordinator.store.manifests import ModuleRecord, list_module_records
+from coordinator.store.manifests import (ModuleRecord, list_module_records, list_nets, load_latest_net,
+                                         load_module_record)
 from protos.nt.v1 import control_pb2
 from transplant.job import JobConfig
 from transplant.methods import AUTO, TrainConfig, auto_candidates
@@ -49,16 +50,23 @@ def candidates(spec: control_pb2.TransplantJobSpec) -> tuple[str, ...]:
 
 def resolve_plan(store: Store, store_url: str, job_id: str,
                  spec: control_pb2.TransplantJobSpec) -> JobPlan:
-    teacher, generic = spec.teacher_site_id, spec.generic_site_id
+    teacher = spec.teacher_site_id
     teachers = list_module_records(store, teacher)
-    generics = teachers if generic == teacher else list_module_records(store, generic)
     _check_category(teachers, teacher, spec.category)
     category = _find(teachers, "category", spec.category, "", f"site {teacher}'s CATEGORY module for {spec.category!r}")
     teacher_task = _find(teachers, "task", spec.category, spec.task,
                          f"site {teacher}'s TASK module {spec.task!r} for {spec.category!r}")
-    generic_task = _find(generics, "task", None, spec.task, f"site {generic}'s TASK module {spec.task!r}")
-    generic_category = _find(generics, "category", generic_task.category, "",
-                             f"site {generic}'s CATEGORY module for {generic_task.category!r}")
+    if spec.net:
+        generic_task, generic_category = _from_net(store, spec)
+        generic_tasks: dict[str, str] = {}  # step 3: the net's base is whatever it already has
+    else:
+        generic = spec.generic_site_id
+        generics = teachers if generic == teacher else list_module_records(store, generic)
+        generic_task = _find(generics, "task", None, spec.task, f"site {generic}'s TASK module {spec.task!r}")
+        generic_category = _find(generics, "category", generic_task.category, "",
+                                 f"site {generic}'s CATEGORY module for {generic_task.category!r}")
+        _check_net_task(store, generic, generic_task)
+        generic_tasks = _other_tasks(generics, generic_task.category, spec.task)
     for record in (category, generic_category):
         if record.feature_norm_mean <= 0:
             raise ResolveError(f"module {record.module_id} has no feature statistics (feature_norm_mean)")
@@ -66,7 +74,51 @@ def resolve_plan(store: Store, store_url: str, job_id: str,
     samples_record = _samples(teachers, teacher, spec) if spec.samples else None
     return JobPlan(job_id, store_url, job_config(spec), teacher, category, teacher_task, generic_task,
                    generic_category, samples_record, spec.samples, candidates(spec),
-                   spec.max_gap if spec.HasField("max_gap") else None)
+                   spec.max_gap if spec.HasField("max_gap") else None, net=spec.net, generic_tasks=generic_tasks,
+                   teacher_tasks=_other_tasks(teachers, spec.category, spec.task))
+
+
+def _other_tasks(records: list[ModuleRecord], category: str, task: str) -> dict[str, str]:
+    """task -> newest task module id of `category`, for every task but `task`."""
+    tasks = sorted({r.task for r in records if r.role == "task" and r.category == category and r.task != task})
+    return {t: _find(records, "task", category, t, t).module_id for t in tasks}
+
+
+def _from_net(store: Store, spec: control_pb2.TransplantJobSpec) -> tuple[ModuleRecord, ModuleRecord]:
+    """Step 3: the task module net `spec.net` has for the task, and the category module it is native on."""
+    net = load_latest_net(store, spec.net)
+    if net is None:
+        raise ResolveError(f"there is no transplant net {spec.net!r}; nets: {', '.join(list_nets(store)) or 'none'}")
+    if spec.task not in net.task_modules:
+        raise ResolveError(f"net {spec.net!r} has no {spec.task} task module; it has: "
+                           f"{', '.join(sorted(net.task_modules)) or 'none'}")
+    task = _stored(store, net.task_modules[spec.task])
+    if spec.generic_site_id and spec.generic_site_id != task.site_id:
+        raise ResolveError(f"net {spec.net!r}'s {spec.task} task module is site {task.site_id}'s, not site "
+                           f"{spec.generic_site_id}'s (leave the generic site out with --net)")
+    if task.category not in net.category_modules:
+        raise ResolveError(f"net {spec.net!r} lacks the category module its {spec.task} task module is native on "
+                           f"({task.category!r})")
+    return task, _stored(store, net.category_modules[task.category])
+
+
+def _stored(store: Store, module_id: str) -> ModuleRecord:
+    record = load_module_record(store, module_id)
+    if record is None:
+        raise ResolveError(f"module {module_id} of the net is no longer in the registry")
+    return record
+
+
+def _check_net_task(store: Store, net_name: str, generic_task: ModuleRecord) -> None:
+    """A net keeps the task module it has for a task: one another site brought (step 2) is not replaced."""
+    net = load_latest_net(store, net_name)
+    current = net.task_modules.get(generic_task.task) if net else None
+    if current is None or current == generic_task.module_id:
+        return
+    record = load_module_record(store, current)
+    if record is not None and record.site_id != generic_task.site_id:
+        raise ResolveError(f"net {net_name!r} serves {generic_task.task} with site {record.site_id}'s task module "
+                           f"({record.category!r}); to connect to it, submit with --net {net_name}")
 
 
 def _check_category(records: list[ModuleRecord], site: str, category: str) -> None:

@@ -38,7 +38,7 @@ class AdapterConfig(_message.Message):
     def __init__(self, layers: _Optional[int] = ..., kernel_size: _Optional[int] = ..., reorder: _Optional[bool] = ...) -> None: ...
 
 class TransplantJobSpec(_message.Message):
-    __slots__ = ("category", "task", "method", "samples", "adapter", "seed", "teacher_site_id", "generic_site_id", "steps", "max_gap")
+    __slots__ = ("category", "task", "method", "samples", "adapter", "seed", "teacher_site_id", "generic_site_id", "steps", "max_gap", "net")
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class TransplantJobSpec(_message.Message):
     GENERIC_SITE_ID_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_GAP_FIELD_NUMBER: _ClassVar[int]
+    NET_FIELD_NUMBER: _ClassVar[int]
     category: str
     task: str
     method: str
@@ -59,7 +60,8 @@ class TransplantJobSpec(_message.Message):
     generic_site_id: str
     steps: int
     max_gap: float
-    def __init__(self, category: _Optional[str] = ..., task: _Optional[str] = ..., method: _Optional[str] = ..., samples: _Optional[int] = ..., adapter: _Optional[_Union[AdapterConfig, _Mapping]] = ..., seed: _Optional[int] = ..., teacher_site_id: _Optional[str] = ..., generic_site_id: _Optional[str] = ..., steps: _Optional[int] = ..., max_gap: _Optional[float] = ...) -> None: ...
+    net: str
+    def __init__(self, category: _Optional[str] = ..., task: _Optional[str] = ..., method: _Optional[str] = ..., samples: _Optional[int] = ..., adapter: _Optional[_Union[AdapterConfig, _Mapping]] = ..., seed: _Optional[int] = ..., teacher_site_id: _Optional[str] = ..., generic_site_id: _Optional[str] = ..., steps: _Optional[int] = ..., max_gap: _Optional[float] = ..., net: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("method", "metrics", "adapter_ref", "steps", "seconds", "error", "chosen")
