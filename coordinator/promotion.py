@@ -11,11 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from transplant.tasks import TASK_TYPES, lower_is_better
+
 if TYPE_CHECKING:
     from coordinator.jobs import CandidateResult
 
 TEACHER_PREFIX = "teacher_"
-LOWER_IS_BETTER = frozenset({"error_rate"})
 # Default gates (points). A binary classifier at chance has 50 % error: 30 points keep it out wherever
 # the teacher is below 20 %. A segmenter predicting background everywhere has 0 % object IoU: 40
 # points keep it out wherever the teacher's IoU is above 40 %. Both leave room for the cross-net
@@ -31,22 +32,21 @@ def split_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str
 
 
 def primary_metric(task: str, metrics: dict[str, float]) -> str:
-    """classification: error_rate; segmentation: object IoU where the site reports it, else pixel accuracy."""
-    if task == "classification":
-        return "error_rate"
-    if task == "segmentation":
-        return "iou" if "iou" in metrics else "pixel_accuracy"
+    """The task type's (classification: error_rate; segmentation: object IoU where the site reports it,
+    else pixel accuracy); for a task without a type, the first figure reported."""
+    if task in TASK_TYPES:
+        return TASK_TYPES[task].primary_metric(metrics)
     own, _ = split_metrics(metrics)
     return sorted(own)[0] if own else ""
 
 
 def gap(metric: str, value: float, teacher: float) -> float:
     """Points the transplant trails its teacher by (negative: it is better)."""
-    return value - teacher if metric in LOWER_IS_BETTER else teacher - value
+    return value - teacher if lower_is_better(metric) else teacher - value
 
 
 def better(metric: str, value: float, than: float) -> bool:
-    return value < than if metric in LOWER_IS_BETTER else value > than
+    return value < than if lower_is_better(metric) else value > than
 
 
 def best_candidate(task: str, candidates: Iterable[CandidateResult]) -> CandidateResult | None:

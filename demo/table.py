@@ -7,6 +7,7 @@ from typing import Any
 
 from demo.sites import Group, SiteSpec, site_modules
 from protos.nt.v1 import control_pb2, registry_pb2_grpc
+from transplant.tasks import get_task
 
 Jobs = list[tuple[Group, SiteSpec, str, str]]  # (group, teacher site, task, job id)
 
@@ -17,7 +18,7 @@ def results_table(jobs: Jobs, finished: dict[str, control_pb2.Job], registry: re
     for group, site, task, job_id in jobs:
         job = finished[job_id]
         metrics = {m.name: m.value for m in job.metrics}
-        primary = "error_rate" if task == "classification" else "pixel_accuracy"
+        primary = get_task(task).headline.name  # the figure every site reports (segmentation: pixel accuracy)
         info = json.loads((workdir / "sites" / site.site_id / "site.json").read_text())
         delivered = sum(m.size_bytes for m in site_modules(registry, site.site_id))  # modules + shared samples
         data_bytes = int(info.get("num_images", 0)) * group.image_bytes
@@ -32,6 +33,10 @@ def results_table(jobs: Jobs, finished: dict[str, control_pb2.Job], registry: re
     return rows
 
 
+def _reported(task: str) -> set[str]:
+    return {m.name for m in get_task(task).metrics}
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
@@ -40,7 +45,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               "MB delivered", "MB of data", "state")
     lines = [header]
     for r in rows:
-        iou = f"{fmt(r['teacher_iou'])}/{fmt(r['transplanted_iou'])}" if r["task"] == "segmentation" else ""
+        iou = f"{fmt(r['teacher_iou'])}/{fmt(r['transplanted_iou'])}" if "iou" in _reported(r["task"]) else ""
         lines.append((r["category"], r["task"], r["metric"], fmt(r["teacher"]), fmt(r["transplanted"]), iou,
                       f"{r['method']} ({r['candidates']})", f"{r['bytes_delivered'] / 1e6:.2f}", f"{r['bytes_of_data'] / 1e6:.2f}", r["state"]))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]

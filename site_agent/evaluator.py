@@ -16,12 +16,12 @@ from common.errors import RegistryError
 from common.patterns import SHA256_HEX
 from protos.nt.v1 import common_pb2, registry_pb2, site_pb2
 from transplant.adapter import Adapter, AdapterConfig, AdapterConfigError, adapter_from_bytes
-from transplant.architectures import SEGMENTATION
 from transplant.data import Split
 from transplant.metrics import evaluate
 from transplant.net import join
 from transplant.spec import (ModuleSpec, SpecError, SpecModule, WeightsError, build_module, output_shape,
                             weights_from_bytes)
+from transplant.tasks import get_task
 
 from site_agent.client import RegistryClient
 from site_agent.workspace import category_sha256, eval_split, load_info, load_spec_module
@@ -40,8 +40,9 @@ def _invalid(message: str) -> EvaluateError:
 
 
 def _eval_split(split: Split, task: str) -> Split:
-    """Segmentation is scored on the positive images, as in transplant.teacher.evaluate_teacher."""
-    return split.take((split.labels == 1).nonzero().flatten()) if task == SEGMENTATION else split
+    """The images the task type is scored on (segmentation: the positives), as in evaluate_teacher."""
+    keep = get_task(task).keep(split.labels)
+    return split if keep is None else split.take(keep.nonzero().flatten())
 
 
 class SiteEvaluator:

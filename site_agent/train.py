@@ -6,13 +6,13 @@ import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
-from transplant.architectures import CLASSIFICATION, SEGMENTATION, teacher_specs, vgg_small
-from transplant.spec import ModuleSpec, SpecModule
+from transplant.architectures import teacher_specs, vgg_small
+from transplant.spec import ModuleSpec, SpecModule, output_shape
 from transplant.spec.schema import OUTPUT, PREPROCESS
+from transplant.tasks import get_task
 from transplant.teacher import TeacherNet, TeacherTraining, evaluate_teacher, feature_norm_mean, train_teacher
 
 from site_agent.data import load_source, parse_source
@@ -65,11 +65,9 @@ def record_meaning(net: TeacherNet, category: str, channels: int, size: int) -> 
     prep = {"channels": channels, "size": [size, size], "resize": "bilinear", "divide": 255.0,
             "mean": [0.0] * channels, "std": [1.0] * channels}
     _set_metadata(net.category, PREPROCESS, prep)
-    meanings: dict[str, dict[str, Any]] = {CLASSIFICATION: {"kind": CLASSIFICATION, "logits": 1, "threshold": 0.0,
-                                 "classes": [f"not {category}", category]},
-                SEGMENTATION: {"kind": SEGMENTATION, "classes": ["background", category], "mask": "argmax"}}
     for task in net.tasks:
-        _set_metadata(net.task_module(task), OUTPUT, meanings[task])
+        module = net.task_module(task)  # the task type's meaning, naming this site's category
+        _set_metadata(module, OUTPUT, get_task(task).output.default(output_shape(module.spec), category))
 
 
 def _set_metadata(module: SpecModule, key: str, value: dict) -> None:

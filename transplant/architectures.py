@@ -15,10 +15,8 @@ import torch
 from transplant.spec.builder import SpecBuilder
 from transplant.spec.schema import INPUT, ModuleSpec, SpecError
 from transplant.spec.shapes import output_shape
+from transplant.tasks import CLASSIFICATION, SEGMENTATION
 
-CLASSIFICATION = "classification"
-SEGMENTATION = "segmentation"
-TASKS = (CLASSIFICATION, SEGMENTATION)
 
 
 @dataclass(frozen=True)
@@ -124,9 +122,13 @@ def segmentation_spec(cfg: VGGConfig) -> ModuleSpec:
     return b.build()
 
 
+# the task heads this family builds, per task type (transplant.tasks); the tasks a site can train
+TASK_HEADS = {CLASSIFICATION: classification_spec, SEGMENTATION: segmentation_spec}
+TASKS = tuple(TASK_HEADS)
+
+
 def teacher_specs(cfg: VGGConfig, tasks: tuple[str, ...] = TASKS) -> TeacherSpecs:
-    builders = {CLASSIFICATION: classification_spec, SEGMENTATION: segmentation_spec}
-    return TeacherSpecs(cfg, category_spec(cfg), {t: builders[t](cfg) for t in tasks})
+    return TeacherSpecs(cfg, category_spec(cfg), {t: TASK_HEADS[t](cfg) for t in tasks})
 
 
 def vgg_small(width: int = 16, depth: int = 4, image_size: int = 32, in_channels: int = 3,

@@ -41,10 +41,8 @@ def background_pixel_accuracy(masks: torch.Tensor) -> float:
 
 def evaluate(forward: Forward, task: str, images: torch.Tensor, labels: torch.Tensor,
              masks: torch.Tensor | None = None, device: torch.device | str = "cpu") -> dict[str, float]:
-    """All metrics of a task on a test split."""
-    logits = predict(forward, images, device=device)
-    if task == "classification":
-        return {"error_rate": error_rate(logits, labels)}
-    if masks is None:
-        raise ValueError("segmentation needs masks")
-    return {"pixel_accuracy": pixel_accuracy(logits, masks), "iou": object_iou(logits, masks)}
+    """All metrics of a task on a test split (the task type's `score`)."""
+    from transplant.tasks import get_task  # the task types score with this module's functions
+
+    scorer = get_task(task).score
+    return scorer(predict(forward, images, device=device), labels, masks)

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from transplant.data.folders import preprocess_image
 from transplant.spec.schema import output_of, preprocess_of
+from transplant.tasks import get_task
 
 if TYPE_CHECKING:
     from transplant.net import TransplantNet
@@ -111,23 +112,8 @@ def predict_batch(net: "TransplantNet", batch: torch.Tensor, category: str, task
     check_route(net, category, task)
     path = net.path(category, task).eval()
     meaning = output_of(net.task_module(task).spec, category)
-    out = path(batch)
-    if meaning["kind"] == "segmentation":
-        return [_segmentation(o, category) for o in out]
-    return [_classification(float(o.reshape(-1)[0]), meaning["threshold"], category) for o in out]
-
-
-def _classification(logit: float, threshold: float, category: str) -> dict[str, Any]:
-    return {"score": logit, "probability": float(torch.sigmoid(torch.tensor(logit))),
-            "label": category if logit > threshold else f"not {category}"}
-
-
-def _segmentation(logits: torch.Tensor, category: str) -> dict[str, Any]:
-    mask = logits.argmax(0)
-    fraction = float((mask != 0).float().mean())
-    score = float(1 - logits.softmax(0)[0].mean())
-    return {"score": score, "label": category if fraction > 0 else f"not {category}", "mask": mask,
-            "foreground_fraction": fraction}
+    interpret = get_task(meaning["kind"]).output.interpret  # what the task type's outputs mean
+    return [interpret(o, meaning, category) for o in path(batch)]
 
 
 def predict(net: "TransplantNet", images: ImageInput | Sequence[ImageInput], category: str,

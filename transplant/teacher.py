@@ -10,11 +10,11 @@ from typing import Callable, cast
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from transplant.architectures import CLASSIFICATION, SEGMENTATION, TeacherSpecs
+from transplant.architectures import TeacherSpecs
 from transplant.metrics import evaluate
 from transplant.spec.build import SpecModule, build_module
+from transplant.tasks import get_task
 
 Progress = Callable[[int, int, float], None]  # (step, total_steps, loss)
 
@@ -71,12 +71,8 @@ class TeacherTraining:
 
 
 def task_loss(task: str, output: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
-    """Binary cross-entropy on the single logit, or per-pixel cross-entropy."""
-    if task == CLASSIFICATION:
-        return F.binary_cross_entropy_with_logits(output.reshape(-1), labels.float())
-    if masks is None:  # what F.cross_entropy raises for a None target, with the reason
-        raise TypeError(f"task '{task}' needs masks, got None")
-    return F.cross_entropy(output, masks)
+    """The task type's loss (binary cross-entropy on the single logit, per-pixel cross-entropy, ...)."""
+    return get_task(task).loss(output, labels, masks)
 
 
 def joint_loss(features: torch.Tensor, tasks: Mapping[str, nn.Module] | nn.ModuleDict, labels: torch.Tensor,
@@ -84,15 +80,17 @@ def joint_loss(features: torch.Tensor, tasks: Mapping[str, nn.Module] | nn.Modul
     """The sum of every task module's loss on one category module's features (a teacher's training loss)."""
     loss = torch.zeros(())
     for task, module in tasks.items():
-        if task == SEGMENTATION:
-            # segmented on the images that show the category (as FCNs are trained on VOC's images of it);
-            # a negative's empty mask would mostly teach "background everywhere"
-            keep = labels == 1 if masks is not None else labels < 0
-            if keep.any():
-                kept = None if masks is None else masks[keep]  # no masks: keep (labels < 0) is empty
-                loss = loss + seg_weight * task_loss(task, module(features[keep]), labels[keep], kept)
-        else:
-            loss = loss + task_loss(task, module(features), labels, masks)
+        kind = get_task(task)
+        if kind.needs_masks and masks is None:
+            continue  # a source without masks trains no mask head
+        weight = seg_weight if kind.needs_masks else 1.0  # seg_weight: the mask heads' (segmentation)
+        x, y, m = features, labels, masks
+        keep = kind.keep(labels)  # e.g. segmentation: only the images that show the category
+        if keep is not None:
+            if not keep.any():
+                continue
+            x, y, m = features[keep], labels[keep], None if masks is None else masks[keep]
+        loss = loss + weight * task_loss(task, module(x), y, m)
     return loss
 
 
@@ -153,16 +151,18 @@ def train_teacher(specs: TeacherSpecs, images: torch.Tensor, labels: torch.Tenso
 
 def evaluate_teacher(net: TeacherNet, images: torch.Tensor, labels: torch.Tensor,
                      masks: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
-    """Metrics of every task: classification on the whole split, segmentation on its positives."""
+    """Metrics of every task, each on the images its task type is scored on (segmentation: positives)."""
     results = {}
     for task in net.tasks:
-        if task == SEGMENTATION:
-            if masks is None:
-                continue
-            keep = labels == 1
-            results[task] = evaluate(lambda x: net(x, task), task, images[keep], labels[keep], masks[keep])
+        kind = get_task(task)
+        if kind.needs_masks and masks is None:
+            continue
+        keep = kind.keep(labels)
+        if keep is None:
+            results[task] = evaluate(lambda x: net(x, task), task, images, labels, masks)
         else:
-            results[task] = evaluate(lambda x: net(x, task), task, images, labels)
+            results[task] = evaluate(lambda x: net(x, task), task, images[keep], labels[keep],
+                                     None if masks is None else masks[keep])
     return results
 
 

@@ -9,6 +9,7 @@ import torch
 
 from transplant.adapter import Adapter, AdapterConfig
 from transplant.spec.build import SpecModule
+from transplant.tasks import get_task
 from transplant.teacher import task_loss
 
 
@@ -28,7 +29,7 @@ class Samples:
 class TransplantProblem:
     """Transplant category module f into frozen task module g_S, mimicking g_T (paper Eqn. 1)."""
 
-    task: str                                  # "classification" | "segmentation"
+    task: str                                  # a task type's name (transplant.tasks)
     category_module: SpecModule                # f: the new category's module (frozen)
     teacher_task: SpecModule                   # g_T: the new category's own task module (frozen)
     student_task: SpecModule                   # g_S: the generic task module (frozen)
@@ -46,22 +47,21 @@ class TransplantProblem:
 class DistillSettings:
     """How pseudo-gradients are drawn (ALGORITHM.md "Choice of G")."""
 
-    g_mode: str = "auto"          # "ones_masked" (Exp.1), "enlarged" (Exp.2), "uniform" (segmentation)
+    g_mode: str = "auto"          # "ones_masked" (Exp.1), "enlarged" (Exp.2), "uniform" (segmentation);
+    #                               auto: the task type's (transplant.tasks)
     p_ones: float = 0.2           # fraction of ones in dummy_2nd masks
     enlarged_size: int = 7        # S of the enlarged G
-    lambda_scale: float | None = None  # 10 (classification) or 1 (segmentation) when None
+    lambda_scale: float | None = None  # None: the task type's (10 classification, 1 segmentation)
     draws_per_step: int = 16
     pool_size: int = 512          # draws computed once and cached (B_T(G), B_S(G) need no gradients)
     lstsq_draws: int = 64         # draws for the one-shot solve (each gives H x W equations per channel)
 
     def mode_for(self, task: str, cross_network: bool = False) -> str:
-        """auto: uniform G for segmentation; for classifiers G = 1 with dummy_2nd masks inside one net
-        (paper Exp.1), the enlarged G across nets (paper Exp.2)."""
+        """auto: the task type's mode: for classifiers G = 1 with dummy_2nd masks inside one net
+        (paper Exp.1), the enlarged G across nets (paper Exp.2); uniform G for segmentation."""
         if self.g_mode != "auto":
             return self.g_mode
-        if task == "segmentation":
-            return "uniform"
-        return "enlarged" if cross_network else "ones_masked"
+        return get_task(task).g_mode(cross_network)
 
 
 @dataclass(frozen=True)

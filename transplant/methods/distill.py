@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
 from transplant.adapter import Adapter
 from transplant.methods.base import Method, register
+from transplant.tasks import get_task
 
 
 def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor, task: str) -> torch.Tensor:
-    if task == "classification":  # one logit: Bernoulli cross-entropy against the teacher's probability
-        return F.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher))
-    return -(F.softmax(teacher, dim=1) * F.log_softmax(student, dim=1)).sum(1).mean()
+    """The task type's cross-entropy against the teacher's outputs (one logit: Bernoulli)."""
+    return get_task(task).soft_loss(student, teacher)
 
 
 @register

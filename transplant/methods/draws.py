@@ -13,6 +13,7 @@ from transplant.spec.build import SpecModule
 from transplant.spec.fullyconv import enlarged_input_shape, fully_convolutional_module
 from transplant.spec.schema import SpecError
 from transplant.spec.shapes import infer_shapes
+from transplant.tasks import get_task
 
 CHUNK = 64
 
@@ -37,7 +38,7 @@ class PseudoGradientPool:
         t_norm = self.teacher_grads.flatten(1).norm(dim=1).mean()
         s_norm = self.student_grads.flatten(1).norm(dim=1).mean()
         self.alpha = float(t_norm / s_norm.clamp_min(1e-12))  # alpha = E||D'_T|| / E||D'_S0||
-        scale = settings.lambda_scale or (1.0 if task == "segmentation" else 10.0)
+        scale = settings.lambda_scale or get_task(task).lambda_scale
         self.lam = scale / float(self.teacher_grads.abs().mean().clamp_min(1e-12))
 
     def _draw(self, settings: DistillSettings, generator: torch.Generator):
@@ -50,7 +51,7 @@ class PseudoGradientPool:
         elif self.mode == "enlarged":   # G ~ U[-1, 1]^{S x S}; dummy_2nd (shared x') at the lowest ReLU
             G = torch.rand((k, *out_shape), generator=generator) * 2 - 1
             nodes, share = relu_nodes(spec)[:1], True
-        else:                           # segmentation: G ~ U[-1, 1]^{C x H x W}; dummy_1st everywhere
+        else:                           # uniform (segmentation): G ~ U[-1, 1]^{C x H x W}; dummy_1st everywhere
             G = torch.rand((k, *out_shape), generator=generator) * 2 - 1
             nodes, share = [], False
         self._check_same_relus(nodes)

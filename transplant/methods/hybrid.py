@@ -16,7 +16,7 @@ import torch
 
 from transplant.adapter import Adapter
 from transplant.methods.base import METHODS, Method, register
-from transplant.metrics import error_rate, pixel_accuracy
+from transplant.tasks import get_task
 
 STARTS = ("weight_match", "probe_stitch", "identity")
 
@@ -56,12 +56,8 @@ class Hybrid(Method):
             target = f_s(samples.images[idx])
             return float((adapter(features[idx]) - target).norm() / target.norm().clamp_min(1e-12)), 0.0
         loss, output = self.task_loss(adapter, idx)
-        if self.problem.task == "classification":
-            wrong = error_rate(output, samples.labels[idx])
-        else:
-            assert samples.masks is not None  # segmentation samples carry masks (task_loss needed them)
-            wrong = 100.0 - pixel_accuracy(output, samples.masks[idx])
-        return wrong, float(loss)
+        masks = None if samples.masks is None else samples.masks[idx]
+        return get_task(self.problem.task).errors(output, samples.labels[idx], masks), float(loss)
 
     def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
         task, _ = self.task_loss(adapter, self.sample_batch())

@@ -9,6 +9,7 @@ import torch
 
 from transplant.adapter import Adapter
 from transplant.methods.base import Method, register
+from transplant.tasks import get_task
 
 
 def _normalised(grad: torch.Tensor) -> torch.Tensor:
@@ -36,6 +37,6 @@ class Jacobian(Method):
         return task + jac, {"task_loss": float(task.detach()), "distill_loss": float(jac.detach())}
 
     def _draw_g(self, output: torch.Tensor) -> torch.Tensor:
-        if self.problem.task == "classification":
+        if not get_task(self.problem.task).dense_output:  # one logit: G = 1
             return torch.ones_like(output)
         return (torch.rand(output.shape, generator=self.generator) * 2 - 1).to(output.device)

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from transplant.tasks import TASK_TYPES, default_task_for, get_task, task_names
+
 SPEC_FORMAT = "transplant.module.v1"
 NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 INPUT = "input"  # the reserved name of a module's input tensor
@@ -271,7 +273,6 @@ def parse_spec(doc: Any, max_params: int = DEFAULT_MAX_PARAMS) -> ModuleSpec:
 # ---- what a module's metadata says about its input and output (optional; defaults for old specs) ----
 PREPROCESS, OUTPUT = "preprocess", "output"  # metadata keys
 RESIZE_MODES = ("bilinear",)
-MASK_RULES = ("argmax",)
 _PREPROCESS_KEYS = {"channels", "size", "resize", "divide", "mean", "std"}
 
 
@@ -319,12 +320,10 @@ def check_preprocess(doc: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
 
 def default_output(output_shape: tuple[int, ...], category: str = "category", kind: str | None = None
                    ) -> dict[str, Any]:
-    """What a task spec without `metadata.output` means, read off its output shape:
-    [1] one logit (> 0: is the category), [K, H, W] per-pixel class scores (argmax; 0 = background)."""
-    if (kind or ("segmentation" if len(output_shape) == 3 else "classification")) == "segmentation":
-        return {"kind": "segmentation", "classes": ["background", category]
-                + [f"class{k}" for k in range(2, output_shape[0] if output_shape else 2)], "mask": "argmax"}
-    return {"kind": "classification", "logits": 1, "threshold": 0.0, "classes": [f"not {category}", category]}
+    """What a task spec without `metadata.output` means, read off its output shape (the task types'
+    defaults: [1] one logit (> 0: is the category), [K, H, W] per-pixel class scores, argmax)."""
+    task = get_task(kind) if kind is not None else default_task_for(tuple(output_shape))
+    return task.output.default(tuple(output_shape), category)
 
 
 def check_output(doc: Any, output_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -332,29 +331,19 @@ def check_output(doc: Any, output_shape: tuple[int, ...]) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise SpecError("metadata.output must be an object")
     kind = doc.get("kind")
-    if kind not in ("classification", "segmentation"):
-        raise SpecError(f"metadata.output.kind must be 'classification' or 'segmentation', got {kind!r}")
-    out = {**default_output(output_shape, kind=kind), **doc}
-    allowed = {"kind", "classes"} | ({"logits", "threshold"} if kind == "classification" else {"mask"})
+    if not isinstance(kind, str) or kind not in TASK_TYPES:
+        raise SpecError(f"metadata.output.kind must be {' or '.join(map(repr, task_names()))}, got {kind!r}")
+    meaning = TASK_TYPES[kind].output
+    out = {**meaning.default(tuple(output_shape), "category"), **doc}
+    allowed = {"kind", "classes"} | meaning.fields
     if set(out) - allowed:
         raise SpecError(f"metadata.output ({kind}): unknown field(s) {sorted(set(out) - allowed)}")
     classes = out["classes"]
     if not isinstance(classes, list) or not all(isinstance(c, str) and 0 < len(c) <= 200 for c in classes):
         raise SpecError(f"metadata.output.classes must be a list of non-empty names, got {classes!r}")
-    if kind == "classification":
-        if tuple(output_shape) != (1,) or out["logits"] != 1:
-            raise SpecError(f"metadata.output says one classification logit but the module outputs "
-                            f"{list(output_shape)}")
-        if not _number(out["threshold"]):
-            raise SpecError(f"metadata.output.threshold must be a number, got {out['threshold']!r}")
-        if len(classes) != 2:
-            raise SpecError(f"metadata.output.classes must name 2 classes (below, above the threshold), got {classes!r}")
-    else:
-        if len(output_shape) != 3 or len(classes) != output_shape[0]:
-            raise SpecError(f"metadata.output.classes names {len(classes)} class(es) but the segmentation "
-                            f"output is {list(output_shape)} (one channel per class)")
-        if out["mask"] not in MASK_RULES:
-            raise SpecError(f"metadata.output.mask must be one of {list(MASK_RULES)}, got {out['mask']!r}")
+    problem = meaning.problem(out, tuple(output_shape))
+    if problem:
+        raise SpecError(problem)
     return out
 
 
