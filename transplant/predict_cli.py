@@ -106,9 +106,16 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
         print(f"transplant predict: error: no image files in {' '.join(map(str, args.paths))}", file=stderr)
         return 2
     scored = {c: _score_files(net, files, c, args.task, args.batch_size) for c in categories}
+    return emit(files, categories, args.task, scored, args, stdout)
+
+
+def emit(files: list[Path], categories: list[str], task: str, scored: dict[str, dict[Path, dict[str, Any]]],
+         args: argparse.Namespace, stdout: TextIO) -> int:
+    """One JSON line per file (ranked with --all-categories); 1 if any file failed. Shared with the
+    Predict service's client (coordinator.serving.client), so both print the same lines."""
     failed = False
     for f in files:
-        lines = [_line(f, c, args.task, scored[c][f], args.out) for c in categories]
+        lines = [_line(f, c, task, scored[c][f], args.out) for c in categories]
         failed |= any("error" in ln for ln in lines)
         if args.all_categories and "error" not in lines[0]:
             ranking = sorted(lines, key=lambda ln: -ln["score"])
