@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextvars
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,20 +70,24 @@ def guard(handler: grpc.RpcMethodHandler,
 
 
 class RequireTokenInterceptor(grpc.ServerInterceptor):
-    """One expected token, known by its sha256 (a site checking that Evaluate comes from its coordinator)."""
+    """An expected token, known by its sha256 (a site checking that Evaluate comes from its coordinator).
 
-    def __init__(self, token_sha256: str, who: str = "coordinator") -> None:
-        token_sha256 = token_sha256.strip().lower()
-        if not SHA256_HEX.match(token_sha256):
+    Several digests: any of them (the old and the new credential while a rotation is rolled out).
+    """
+
+    def __init__(self, token_sha256: str | Iterable[str], who: str = "coordinator") -> None:
+        digests = [token_sha256] if isinstance(token_sha256, str) else list(token_sha256)
+        digests = [d.strip().lower() for d in digests]
+        if not digests or not all(SHA256_HEX.match(d) for d in digests):
             raise ValueError("the expected token's sha256 must be 64 hex digits")
-        self.digest, self.who = token_sha256, who
+        self.digests, self.who = digests, who
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         token = bearer_token(handler_call_details.invocation_metadata)
-        ok = token is not None and hmac.compare_digest(hash_token(token), self.digest)
+        ok = token is not None and _any_equal(hash_token(token), self.digests)
 
         def check(context: grpc.ServicerContext) -> Caller:
             if not ok:
@@ -93,6 +97,11 @@ class RequireTokenInterceptor(grpc.ServerInterceptor):
             return Caller(ADMIN, self.who)
 
         return guard(handler, check)
+
+
+def _any_equal(digest: str, digests: list[str]) -> bool:
+    """Constant time in which one matched: every digest is compared."""
+    return sum(hmac.compare_digest(digest, d) for d in digests) > 0
 
 
 __all__ = ["ADMIN", "CLIENT", "ROLES", "SITE", "Caller", "RequireTokenInterceptor", "current_caller", "guard"]

@@ -88,7 +88,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             caller = self.tokens.identify(token)
             if caller is None:
                 log.warning("%s: unknown token from %s", method, context.peer())
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked token")
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, self.tokens.refusal(token))
                 raise AssertionError("unreachable: context.abort raises")  # tells the type checker
             if caller.role not in allowed:
                 log.warning("%s: %s refused (role)", method, caller)

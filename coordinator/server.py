@@ -20,6 +20,7 @@ from coordinator.registry_service import RegistryService
 from coordinator.streams import StreamLimits
 from coordinator.scheduler import Scheduler
 from coordinator.site_client import SiteClient
+from coordinator.site_identity import SiteCredentials
 from coordinator.store import open_store
 from coordinator.telemetry import CoordinatorMetrics, MetricsInterceptor
 from coordinator.validation import UploadLimits
@@ -45,7 +46,7 @@ class CoordinatorConfig:
     interceptors: list[grpc.ServerInterceptor] = field(default_factory=list)
     # Security (all optional; without them: plaintext and no authentication, fine on loopback only).
     auth_file: Path | None = None              # tokens (sha256) of admins and sites; re-read when it changes
-    coordinator_token_file: Path | None = None # token presented to sites when calling SiteAgent.Evaluate
+    coordinator_token_file: Path | None = None # secret from which each site's Evaluate credential is derived
     tls_cert: Path | None = None               # server certificate (PEM) ...
     tls_key: Path | None = None                # ... and its private key: TLS
     tls_client_ca: Path | None = None          # with it, mutual TLS: clients need a certificate it signed
@@ -103,8 +104,9 @@ def _persist_progress(ledger: Ledger, event) -> None:
 
 def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
     security = _security(config)  # first: a bad auth file or token file stops us before anything starts
-    site_security = auth.ClientSecurity.from_files(auth.read_token(config.coordinator_token_file),
-                                                   config.tls_ca)
+    site_security = auth.ClientSecurity.from_files(None, config.tls_ca)
+    # the coordinator's secret: each site is shown a credential derived for it alone (site_identity)
+    site_credentials = SiteCredentials(config.coordinator_token_file) if config.coordinator_token_file else None
     credentials = _server_credentials(config)
     metrics = CoordinatorMetrics(quality_margin=config.quality_margin)
     store = CountingStore(open_store(config.store_url), metrics)
@@ -116,7 +118,7 @@ def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
     events.add_listener(observer.on_event)
     events.add_listener(lambda e: _persist_progress(ledger, e))
     scheduler = Scheduler(ledger, store, config.store_url, events,
-                          SiteClient(ledger, config.eval_timeout_s, site_security),
+                          SiteClient(ledger, config.eval_timeout_s, site_security, site_credentials),
                           netbook, config.max_concurrent_jobs, config.max_attempts, config.progress_every,
                           config.max_gaps)
     server = grpc.server(
@@ -127,7 +129,8 @@ def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
     registry_pb2_grpc.add_ModuleRegistryServicer_to_server(
         RegistryService(store, config.limits, Path(config.state_dir) / "spool", metrics, config.streams), server)
     control_pb2_grpc.add_ControlServicer_to_server(ControlService(ledger, store, scheduler, events, netbook), server)
-    heartbeat_pb2_grpc.add_HeartbeatServicer_to_server(HeartbeatService(ledger), server)
+    tokens = next((i.tokens for i in security if isinstance(i, auth.AuthInterceptor)), None)
+    heartbeat_pb2_grpc.add_HeartbeatServicer_to_server(HeartbeatService(ledger, tokens), server)
     address = f"{config.host}:{config.port}"
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import grpc
 
 from common.security import PLAINTEXT, ClientSecurity
 from coordinator.convert import module_ref
 from coordinator.ledger import Ledger
+from coordinator.site_identity import SiteCredentials
 from coordinator.worker import JobPlan
 from protos.nt.v1 import common_pb2, site_pb2, site_pb2_grpc
 
@@ -18,9 +21,16 @@ class EvaluationError(Exception):
 
 
 class SiteClient:
-    def __init__(self, ledger: Ledger, timeout_s: float = 120.0, security: ClientSecurity = PLAINTEXT) -> None:
-        """`security`: the coordinator's token for sites (bearer metadata) and the CA of their TLS certificates."""
-        self.ledger, self.timeout_s, self.security = ledger, timeout_s, security
+    def __init__(self, ledger: Ledger, timeout_s: float = 120.0, security: ClientSecurity = PLAINTEXT,
+                 credentials: SiteCredentials | None = None) -> None:
+        """`security`: the CA of the sites' TLS certificates; `credentials`: the coordinator's secret, from
+        which each site is presented a bearer token of its own (coordinator.site_identity)."""
+        self.ledger, self.timeout_s, self.security, self.credentials = ledger, timeout_s, security, credentials
+
+    def _security(self, site_id: str) -> ClientSecurity:
+        if self.credentials is None:
+            return self.security
+        return dataclasses.replace(self.security, token=self.credentials.for_site(site_id))
 
     def evaluate(self, plan: JobPlan, adapter: common_pb2.ModuleRef, adapter_config_json: str) -> dict[str, float]:
         site_id = plan.teacher_site_id
@@ -32,7 +42,7 @@ class SiteClient:
             task_module=module_ref(plan.generic_task), category_module=module_ref(plan.category),
             adapter_config_json=adapter_config_json)
         options = [("grpc.max_receive_message_length", MAX_MESSAGE)]
-        with self.security.channel(site.endpoint, options=options) as channel:
+        with self._security(site_id).channel(site.endpoint, options=options) as channel:
             try:
                 # wait_for_ready: a site restarting within the deadline still gets the request
                 reply = site_pb2_grpc.SiteAgentStub(channel).Evaluate(

@@ -5,8 +5,16 @@ auth file (JSON, mode 0600, replaced atomically):
 
     {"admins": {"alice": "<sha256 hex>"}, "sites": {"site-3": "<sha256 hex>"}, "clients": {"app": "<sha256 hex>"}}
 
+An entry may instead be an object with an expiry (unix seconds) and, for a site, the hosts it may
+announce as its endpoint (coordinator.grants, coordinator.site_identity):
+
+    {"sites": {"site-3": {"sha256": "<sha256 hex>", "expires": 1798761600, "hosts": ["site-3.example"]}}}
+
 `TokenTable` is that file in memory on the server, re-read when it changes (mtime/size/inode), so
-issuing, rotating or revoking a token needs no restart.
+issuing, rotating or revoking a token needs no restart; an expired token is refused from that second on.
+`token new` takes `--expires-in 365d|12h|never` (default 365d) and, for sites, `--host` (repeatable);
+`token site-credential --coordinator-token-file F --name SITE` prints what that site configures as
+`--coordinator-token-sha256`.
 
     python -m coordinator token new    --auth-file FILE --role site|admin|client --name NAME
     python -m coordinator token revoke --auth-file FILE --role site|admin|client --name NAME
@@ -24,13 +32,16 @@ import os
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from common.bearer import hash_token
 from common.guard import ADMIN, CLIENT, ROLES, SITE, Caller
-from common.patterns import NAME, NAME_RULE, SHA256_HEX
+from common.patterns import NAME, NAME_RULE
+from coordinator.grants import (Entry, add_grant_arguments, describe_entry, entry_digest, entry_expires, entry_hosts,
+                                entry_problem, grant_options, make_entry, print_site_credential, when)
 
 log = logging.getLogger(__name__)
 _TABLES = {ADMIN: "admins", SITE: "sites", CLIENT: "clients"}
@@ -44,11 +55,14 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _empty() -> dict[str, dict[str, str]]:
+AuthDoc = dict[str, dict[str, Entry]]  # table -> name -> entry (coordinator.grants)
+
+
+def _empty() -> AuthDoc:
     return {table: {} for table in _TABLES.values()}
 
 
-def parse_auth_doc(doc: Any) -> dict[str, dict[str, str]]:
+def parse_auth_doc(doc: Any) -> AuthDoc:
     if not isinstance(doc, dict) or set(doc) - set(_TABLES.values()):
         raise AuthFileError('the auth file must be a JSON object {"admins": {...}, "sites": {...}, "clients": {...}}')
     out = _empty()
@@ -59,13 +73,14 @@ def parse_auth_doc(doc: Any) -> dict[str, dict[str, str]]:
         for name, digest in entries.items():
             if not isinstance(name, str) or not NAME.match(name):
                 raise AuthFileError(f"invalid name {name!r} in {table!r}")
-            if not isinstance(digest, str) or not SHA256_HEX.match(digest):
-                raise AuthFileError(f"{table}.{name}: not a lowercase sha256 hex digest")
+            problem = entry_problem(digest, table == _TABLES[SITE])
+            if problem:
+                raise AuthFileError(f"{table}.{name}: {problem}")
             out[table][name] = digest
     return out
 
 
-def load_auth_file(path: Path | str) -> dict[str, dict[str, str]]:
+def load_auth_file(path: Path | str) -> AuthDoc:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -77,7 +92,7 @@ def load_auth_file(path: Path | str) -> dict[str, dict[str, str]]:
     return parse_auth_doc(doc)
 
 
-def save_auth_file(path: Path | str, doc: dict[str, dict[str, str]]) -> None:
+def save_auth_file(path: Path | str, doc: AuthDoc) -> None:
     """Atomic (temp file + fsync + rename in the same folder), readable by the owner only."""
     path = Path(path)
     data = json.dumps(parse_auth_doc(doc), indent=1, sort_keys=True).encode("utf-8") + b"\n"
@@ -125,14 +140,17 @@ def _check_role_name(role: str, name: str) -> str:
     return _TABLES[role]
 
 
-def issue_token(path: Path | str, role: str, name: str) -> str:
-    """A new token for role/name (replacing any existing one: rotation); returns the token itself."""
+def issue_token(path: Path | str, role: str, name: str, expires: float | None = None,
+                hosts: tuple[str, ...] = ()) -> str:
+    """A new token for role/name (replacing any existing one: rotation); returns the token itself.
+
+    `expires`: unix seconds after which it is refused (None: never); `hosts`: a site's endpoint hosts."""
     table = _check_role_name(role, name)
     path = Path(path)
     with _locked(path):
         doc = load_auth_file(path) if path.exists() else _empty()
         token = new_token()
-        doc[table][name] = hash_token(token)
+        doc[table][name] = make_entry(hash_token(token), expires, hosts)
         save_auth_file(path, doc)
     return token
 
@@ -166,6 +184,7 @@ class TokenTable:
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
         self._entries: list[tuple[str, Caller]] = []
+        self._grants: dict[Caller, Entry] = {}  # expiry and hosts, by caller
         self._error: str | None = None
         self._load(auth_file, self._file_stamp(auth_file))  # a broken file at start-up is an error, not a refusal
         if self._error:
@@ -175,7 +194,8 @@ class TokenTable:
     def from_doc(cls, doc: dict) -> TokenTable:  # tests
         table = cls.__new__(cls)
         table.path, table._lock, table._stamp, table._error = None, threading.Lock(), None, None
-        table._entries = _entries(parse_auth_doc(doc))
+        parsed = parse_auth_doc(doc)
+        table._entries, table._grants = _entries(parsed), _grants(parsed)
         return table
 
     @staticmethod
@@ -189,7 +209,8 @@ class TokenTable:
     def _load(self, path: Path, stamp: tuple | None) -> None:
         self._stamp = stamp
         try:
-            self._entries, self._error = _entries(load_auth_file(path)), None
+            doc = load_auth_file(path)
+            self._entries, self._grants, self._error = _entries(doc), _grants(doc), None
         except AuthFileError as exc:
             self._entries, self._error = [], str(exc)
             log.error("%s: refusing every RPC until the auth file is fixed", exc)
@@ -220,11 +241,33 @@ class TokenTable:
         for stored, caller in entries:
             if hmac.compare_digest(stored, digest) and found is None:
                 found = caller
-        return found
+        return None if found is None or self.expired(found) else found
+
+    def expired(self, caller: Caller, now: float | None = None) -> bool:
+        expires = entry_expires(self._grants.get(caller, ""))
+        return expires is not None and expires <= (time.time() if now is None else now)
+
+    def refusal(self, token: str) -> str:
+        """Why `token` is refused: expired (and when) or unknown; for the UNAUTHENTICATED message."""
+        digest = hash_token(token)
+        for stored, caller in self._entries:
+            if hmac.compare_digest(stored, digest) and self.expired(caller):
+                return f"token expired at {when(entry_expires(self._grants[caller]) or 0)}; ask for a new one"
+        return "unknown or revoked token"
+
+    def hosts(self, site_id: str) -> tuple[str, ...]:
+        """The hosts an admin registered for `site_id` (empty: loopback only; see coordinator.site_identity)."""
+        self.refresh()
+        return entry_hosts(self._grants.get(Caller(SITE, site_id), ""))
 
 
-def _entries(doc: dict[str, dict[str, str]]) -> list[tuple[str, Caller]]:
-    return [(digest, Caller(role, name)) for role in ROLES for name, digest in doc[_TABLES[role]].items()]
+def _entries(doc: AuthDoc) -> list[tuple[str, Caller]]:
+    return [(entry_digest(entry), Caller(role, name)) for role in ROLES for name, entry in doc[_TABLES[role]].items()]
+
+
+def _grants(doc: AuthDoc) -> dict[Caller, Entry]:
+    return {Caller(role, name): entry for role in ROLES for name, entry in doc[_TABLES[role]].items()
+            if not isinstance(entry, str)}
 
 
 # CLI: python -m coordinator token ...
@@ -242,11 +285,15 @@ def add_token_commands(commands: Any) -> None:
             parser.add_argument("--name", required=True, help="site id (role site), admin name (role admin) or client name "
                                                                   "(role client: may call Predict only)")
 
+    add_grant_arguments(actions)
+
 
 def run_token_command(args: argparse.Namespace) -> int:
     try:
+        if args.action == "site-credential":
+            return print_site_credential(args)
         if args.action == "new":
-            token = issue_token(args.auth_file, args.role, args.name)
+            token = issue_token(args.auth_file, args.role, args.name, **grant_options(args))
             print(token)
             print(f"issued {'an' if args.role == ADMIN else 'a'} {args.role} token for {args.name!r} in "
                   f"{args.auth_file}; it is shown only once (the file keeps its sha256)", file=sys.stderr)
@@ -257,10 +304,11 @@ def run_token_command(args: argparse.Namespace) -> int:
                 return 2
             print(f"revoked the {args.role} token of {args.name!r}")
             return 0
+        doc = load_auth_file(args.auth_file)
         for role, name in list_tokens(args.auth_file):
-            print(f"{role}\t{name}")
+            print(f"{role}\t{name}{describe_entry(doc[_TABLES[role]][name])}")
         return 0
-    except AuthFileError as exc:
+    except ValueError as exc:  # AuthFileError, a bad --expires-in or --host
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

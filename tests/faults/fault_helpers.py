@@ -8,7 +8,7 @@ from concurrent import futures
 
 import grpc
 
-from common.bearer import hash_token
+from coordinator.site_identity import site_credential_sha256
 from common.guard import RequireTokenInterceptor
 from protos.nt.v1 import common_pb2, control_pb2, site_pb2, site_pb2_grpc
 from coordinator.job_states import TERMINAL_PB as TERMINAL
@@ -34,9 +34,11 @@ class InstantSite(site_pb2_grpc.SiteAgentServicer):
                                       num_samples=1, site_id="fake")
 
 
-def serve_site(servicer, token: str | None = None, threads: int = 8) -> tuple[grpc.Server, str]:
-    """A SiteAgent server on loopback; with `token`, Evaluate needs it (as `--coordinator-token-sha256`)."""
-    interceptors = [RequireTokenInterceptor(hash_token(token))] if token else []
+def serve_site(servicer, token: str | None = None, threads: int = 8, sites: tuple[str, ...] = ()
+               ) -> tuple[grpc.Server, str]:
+    """A SiteAgent server on loopback; with `token` (the coordinator's secret), Evaluate needs the credential
+    the coordinator derives for one of `sites` (each as that site's `--coordinator-token-sha256`)."""
+    interceptors = [RequireTokenInterceptor([site_credential_sha256(token, s) for s in sites])] if token else []
     server = grpc.server(futures.ThreadPoolExecutor(threads), interceptors=interceptors)
     site_pb2_grpc.add_SiteAgentServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")

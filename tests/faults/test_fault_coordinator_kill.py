@@ -117,7 +117,7 @@ def test_sigkill_mid_jobs_then_restart(ray_session, tmp_path) -> None:
     coordinator_token = new_token()
     token_file.write_text(coordinator_token)
     site = InstantSite()
-    site_server, endpoint = serve_site(site, token=coordinator_token)  # refuses Evaluate without the token
+    site_server, endpoint = serve_site(site, token=coordinator_token, sites=tuple(tokens))  # refuses Evaluate without the token
     first = Coordinator(tmp_path, ray_address, auth_file, token_file, "first")
     second = None
     try:

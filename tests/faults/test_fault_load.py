@@ -38,7 +38,7 @@ def test_load(ray_session, tmp_path) -> None:
     token_file.write_text(coordinator_token)
     site = InstantSite()
     site.silent.add(SILENT)
-    site_server, endpoint = serve_site(site, token=coordinator_token, threads=16)
+    site_server, endpoint = serve_site(site, token=coordinator_token, threads=16, sites=tuple(tokens))
     handle = coordinator(tmp_path, auth_file=auth_file, coordinator_token_file=token_file, max_concurrent_jobs=2,
                          eval_timeout_s=3.0, rpc_threads=32)
     errors: list[str] = []

@@ -154,7 +154,8 @@ def test_token_rotation_and_revocation_without_restart(world, capsys) -> None:
     first = capsys.readouterr().out.strip()
     assert len(first) >= 43 and first not in auth_file
     doc = json.loads(world["auth_file"].read_text())
-    assert doc["sites"]["site-r"] == hash_token(first) and first not in world["auth_file"].read_text()
+    assert doc["sites"]["site-r"]["sha256"] == hash_token(first) and first not in world["auth_file"].read_text()
+    assert abs(doc["sites"]["site-r"]["expires"] - time.time() - 365 * 86400) < 60  # the CLI's default lifetime
     assert world["auth_file"].stat().st_mode & 0o777 == 0o600
     old = stubs(address, first)
     assert old.heartbeat.Ping(heartbeat_pb2.PingRequest(site_id="site-r", endpoint="127.0.0.1:9")).ok
