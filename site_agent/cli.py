@@ -71,9 +71,10 @@ def _coordinator_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--token-file", type=Path, metavar="FILE",
                    help="file holding this site's token, sent on every call to the coordinator "
                         "(default: $TRANSPLANT_SITE_TOKEN)")
-    g.add_argument("--coordinator-token-sha256", metavar="HEX",
-                   help="serve: Evaluate callers must present the token with this sha256 "
-                        "(default: $TRANSPLANT_COORDINATOR_TOKEN_SHA256; unset: no check)")
+    g.add_argument("--coordinator-token-sha256", metavar="HEX[,HEX]",
+                   help="serve: Evaluate callers must present the coordinator's credential for this site, known by "
+                        "its sha256 (`python -m coordinator token site-credential` prints it; two, comma-separated, "
+                        "while a rotation rolls out) (default: $TRANSPLANT_COORDINATOR_TOKEN_SHA256; unset: no check)")
     g.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA (PEM) of the coordinator's certificate: use TLS")
     g.add_argument("--tls-cert", type=Path, metavar="FILE",
                    help="this site's certificate (PEM): client certificate for mutual TLS, and the SiteAgent "
@@ -101,9 +102,11 @@ def _serving(args: argparse.Namespace) -> tuple[str | None, object]:
     from common.patterns import SHA256_HEX
     from common.security import server_credentials
 
-    digest = (args.coordinator_token_sha256 or os.environ.get(COORDINATOR_TOKEN_SHA256_ENV, "")).strip().lower()
-    if digest and not SHA256_HEX.match(digest):
-        raise SiteAgentError("--coordinator-token-sha256 must be 64 hex digits")
+    text = (args.coordinator_token_sha256 or os.environ.get(COORDINATOR_TOKEN_SHA256_ENV, "")).strip().lower()
+    digests = [d.strip() for d in text.split(",")] if text else []
+    if not all(SHA256_HEX.match(d) for d in digests):
+        raise SiteAgentError("--coordinator-token-sha256 must be 64 hex digits (two, comma-separated, during a rotation)")
+    digest = ",".join(digests) or None
     credentials = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):

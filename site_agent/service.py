@@ -84,10 +84,12 @@ def start_site_agent(workspace: Path | str, coordinator: str, host: str = "127.0
 
     With `metrics_port` (0: a free port), Prometheus metrics are served on HTTP /metrics.
     `security` is how this site reaches the coordinator (token, TLS); with `coordinator_token_sha256`,
-    Evaluate callers must present the token with that sha256 (UNAUTHENTICATED otherwise);
+    Evaluate callers must present the coordinator's credential for this site with that sha256 (or one of
+    several, comma-separated; UNAUTHENTICATED otherwise);
     `server_credentials` serve Evaluate over TLS.
     """
-    interceptors = [RequireTokenInterceptor(coordinator_token_sha256)] if coordinator_token_sha256 else []
+    # several comma-separated digests: any of them (old and new credential while a rotation rolls out)
+    interceptors = [RequireTokenInterceptor(coordinator_token_sha256.split(","))] if coordinator_token_sha256 else []
     registry = RegistryClient(coordinator, retries=registry_retries, backoff_s=0.2, security=security)
     try:
         evaluator = SiteEvaluator(workspace, registry)

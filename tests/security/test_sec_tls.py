@@ -7,14 +7,15 @@ from concurrent import futures
 import grpc
 import pytest
 
-from common.bearer import hash_token, read_token
 from common.guard import RequireTokenInterceptor, SITE
 from common.security import ClientSecurity
 from coordinator.ledger import Ledger
 from coordinator.site_client import EvaluationError, SiteClient
+from coordinator.site_identity import SiteCredentials, site_credential, site_credential_sha256
 from coordinator.tokens import new_token
 from protos.nt.v1 import common_pb2, registry_pb2, site_pb2_grpc
 from site_agent.cli import _serving, build_parser
+from site_agent.errors import SiteAgentError
 from tests.helpers.cluster import issue, push_site, stubs, write_pki
 from tests.helpers.cluster import coordinator as start
 from tests.security.test_sec_auth import InstantSite, _plan
@@ -85,15 +86,17 @@ def test_mutual_tls(ray_session, tmp_path, pki) -> None:
 
 
 def test_coordinator_calls_sites_over_tls_with_its_token(tmp_path, pki) -> None:
-    """The SiteAgent side as `python -m site_agent serve --tls-cert/--tls-key --coordinator-token-sha256` sets it up."""
-    token = new_token()
+    """The SiteAgent side as `python -m site_agent serve --tls-cert/--tls-key --coordinator-token-sha256` sets it up:
+    the sha256 of the coordinator's credential for this site (and, during a rotation, of the next one)."""
+    token = new_token()  # the coordinator's secret
     (tmp_path / "token").write_text(token)
+    mine, next_one = site_credential_sha256(token, "site-a"), site_credential_sha256(new_token(), "site-a")
     args = build_parser().parse_args(["serve", "--workspace", str(tmp_path), "--coordinator", "127.0.0.1:1",
                                       "--tls-cert", str(pki["server_cert"]), "--tls-key", str(pki["server_key"]),
-                                      "--coordinator-token-sha256", hash_token(token).upper()])
+                                      "--coordinator-token-sha256", f"{mine.upper()}, {next_one}"])
     digest, credentials = _serving(args)
-    assert digest == hash_token(token) and credentials is not None
-    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[RequireTokenInterceptor(digest)])
+    assert digest == f"{mine},{next_one}" and credentials is not None
+    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[RequireTokenInterceptor(digest.split(","))])
     site_pb2_grpc.add_SiteAgentServicer_to_server(InstantSite(), server)
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
@@ -101,10 +104,16 @@ def test_coordinator_calls_sites_over_tls_with_its_token(tmp_path, pki) -> None:
     ledger.record_site("site-a", f"127.0.0.1:{port}")
     adapter = common_pb2.ModuleRef(module_id="a", sha256="2" * 64, size_bytes=1)
     try:
-        security = ClientSecurity.from_files(read_token(tmp_path / "token"), tls_ca=pki["ca"])
-        assert SiteClient(ledger, 5, security).evaluate(_plan(), adapter, "{}") == {"error_rate": 1.0}
+        security = ClientSecurity.from_files(None, tls_ca=pki["ca"])
+        assert SiteClient(ledger, 5, security, SiteCredentials(tmp_path / "token")).evaluate(
+            _plan(), adapter, "{}") == {"error_rate": 1.0}
         with pytest.raises(EvaluationError, match="did not answer"):  # plaintext to a TLS site: no answer
-            SiteClient(ledger, 2, ClientSecurity(token=token)).evaluate(_plan(), adapter, "{}")
+            SiteClient(ledger, 2, ClientSecurity(token=site_credential(token, "site-a"))).evaluate(_plan(), adapter, "{}")
+        with pytest.raises(EvaluationError, match="UNAUTHENTICATED"):  # the secret itself is not the credential
+            SiteClient(ledger, 5, ClientSecurity.from_files(token, tls_ca=pki["ca"])).evaluate(_plan(), adapter, "{}")
+        with pytest.raises(SiteAgentError, match="64 hex digits"):
+            _serving(build_parser().parse_args(["serve", "--workspace", str(tmp_path), "--coordinator", "h:1",
+                                                "--coordinator-token-sha256", f"{mine},nothex"]))
         with pytest.raises(EvaluationError, match="UNAUTHENTICATED"):
             SiteClient(ledger, 5, ClientSecurity.from_files(None, tls_ca=pki["ca"])).evaluate(
                 _plan(), adapter, "{}")
