@@ -51,7 +51,8 @@ class _Lane:
             deadline = self.pending[0].arrived + b.max_wait_s
             while sum(len(p.items) for p in self.pending) < b.max_batch and (left := deadline - time.monotonic()) > 0:
                 self.ready.wait(left)
-            batch, images = [], 0
+            batch: list[_Pending] = []
+            images = 0
             while self.pending and (not batch or images + len(self.pending[0].items) <= b.max_batch):
                 images += len(self.pending[0].items)
                 batch.append(self.pending.popleft())

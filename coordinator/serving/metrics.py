@@ -5,6 +5,8 @@ counted under category="unknown", so callers cannot grow the label set without b
 """
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -30,7 +32,7 @@ class ServingMetrics:
                                       buckets=LATENCY_BUCKETS, registry=r)
         self.load_errors = Counter("transplant_predict_load_errors_total",
                                    "Polls that failed (store down, a version that does not load)", registry=r)
-        self._http = None
+        self._http: Any = None
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         server, _ = start_http_server(port, addr=host, registry=self.registry)

@@ -5,6 +5,7 @@ import logging
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import grpc
 
@@ -80,7 +81,7 @@ def start_serving(config: ServingConfig) -> ServingHandle:
         log.warning("no net loaded at start: %s", exc)
         metrics.load_errors.inc()
     batcher = Batcher(run_batch, config.max_batch, config.max_wait_s,
-                      on_batch=lambda route, n: metrics.batch_size.labels(*route).observe(n))  # type: ignore[misc]
+                      on_batch=lambda route, n: metrics.batch_size.labels(*cast(tuple[str, str], route)).observe(n))
     server = grpc.server(futures.ThreadPoolExecutor(config.rpc_threads, thread_name_prefix="predict"),
                          interceptors=interceptors,
                          options=[("grpc.max_receive_message_length", config.limits.max_request_bytes),

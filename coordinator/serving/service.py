@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import torch
@@ -23,7 +23,7 @@ WAIT_S = 60.0  # longest a request waits for its batch (a forward of tiny nets t
 
 def run_batch(route: Hashable, items: list[tuple[Served, torch.Tensor]]) -> list[dict[str, Any]]:
     """One forward per net version among the items (one, except across a hot swap)."""
-    category, task = route  # type: ignore[misc]
+    category, task = cast(tuple[str, str], route)  # the batcher's keys are (category, task) routes
     results: list[dict[str, Any]] = []
     start = 0
     while start < len(items):
