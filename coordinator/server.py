@@ -16,6 +16,7 @@ from coordinator.events import EventHub
 from coordinator.ledger import Ledger
 from coordinator.netbook import NetBook
 from coordinator.observer import CountingStore, Observer
+from coordinator.promotion import DEFAULT_MAX_GAP
 from coordinator.registry_service import RegistryService
 from coordinator.streams import StreamLimits
 from coordinator.scheduler import Scheduler
@@ -109,6 +110,7 @@ def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
     site_credentials = SiteCredentials(config.coordinator_token_file) if config.coordinator_token_file else None
     credentials = _server_credentials(config)
     metrics = CoordinatorMetrics(quality_margin=config.quality_margin)
+    metrics.record_gates({**DEFAULT_MAX_GAP, **config.max_gaps})
     store = CountingStore(open_store(config.store_url), metrics)
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     ledger = Ledger(Path(config.state_dir) / "ledger.sqlite3")

@@ -13,6 +13,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from coordinator.job_states import STATES as JOB_STATES
+from coordinator.promotion import gap, primary_metric, split_metrics
+
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120)
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -36,6 +38,11 @@ class CoordinatorMetrics:
         self.teacher_quality = Gauge("transplant_teacher_quality",
                                      "Quality of the category's own teacher on the same test set (percent)",
                                      ["category", "task", "metric"], registry=r)
+        self.route_gap = Gauge("transplant_route_gap_points",
+                               "Points a route's adapter trails its teacher in the task's primary metric "
+                               "(<= 0: as good as the teacher or better)", ["category", "task", "metric"], registry=r)
+        self.max_gap = Gauge("transplant_max_gap_points", "The promotion gate per task (points behind the teacher)",
+                             ["task"], registry=r)
         self.adapter_samples = Gauge("transplant_adapter_samples", "Labelled samples the adapter was learned from",
                                      ["category", "task", "method"], registry=r)
         self.bytes_received = Counter("transplant_bytes_received_total", "Module bytes uploaded by sites",
@@ -104,6 +111,14 @@ class CoordinatorMetrics:
             else:
                 self.adapter_quality.labels(category, task, method, name).set(value)
         self.adapter_samples.labels(category, task, method).set(samples)
+        metric = primary_metric(task, metrics)
+        own, teacher = split_metrics(metrics)
+        if metric in own and metric in teacher:
+            self.route_gap.labels(category, task, metric).set(gap(metric, own[metric], teacher[metric]))
+
+    def record_gates(self, gates: dict[str, float]) -> None:
+        for task, points in gates.items():
+            self.max_gap.labels(task).set(points)
 
 
 def _code_name(context: grpc.ServicerContext) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from coordinator.convert import entry_pb, provenance_pb
+import math
+
+from coordinator.convert import entry_pb, metrics_pb, provenance_pb
+from coordinator.promotion import TEACHER_PREFIX, primary_metric
 from coordinator.store import Store
 from coordinator.store.manifests import ModuleRecord, NetManifest, load_module_record
 from protos.nt.v1 import control_pb2
@@ -20,8 +23,10 @@ def net_reply(store: Store, net: NetManifest) -> control_pb2.GetNetReply:
         if category not in cats or (category, task) in served:
             continue
         category_record = load_module_record(store, cats[category])
+        figures = metrics_pb(native_figures(task_record))  # the site's own measurement: quality = teacher's
         entries.append(control_pb2.NetEntry(
             category=category, task=task, category_module_id=cats[category], task_module_id=tasks[task],
+            quality=figures, teacher_quality=figures,
             provenance=provenance_pb(native_provenance(category_record, task_record, net.created))))
     return control_pb2.GetNetReply(name=net.name, version=net.version, entries=entries, created=net.created,
                                    note=net.note)
@@ -42,10 +47,26 @@ def native_routes(store: Store, task_modules: dict[str, str]) -> list[tuple[str,
     return [(record.category, task) for task, record in native_task_modules(store, task_modules)]
 
 
+def native_figures(task: ModuleRecord) -> dict[str, float]:
+    """The owning site's figures of its own net, sent with the task module (`teacher_<metric>` metadata)."""
+    figures = {}
+    for key, text in task.metadata.items():
+        if key.startswith(TEACHER_PREFIX):
+            try:
+                figures[key.removeprefix(TEACHER_PREFIX)] = float(text)
+            except ValueError:
+                continue  # free-form metadata that is no figure
+    return {k: v for k, v in figures.items() if math.isfinite(v)}
+
+
 def native_provenance(category: ModuleRecord | None, task: ModuleRecord, created: float) -> dict:
-    """A task module on the category it was trained with: no job, no adapter, no site measurement here."""
+    """A task module on the category it was trained with: no job, no adapter; its figures are the
+    owning site's own measurement at upload."""
     digests = {"category": category.sha256} if category is not None else {}
     digests["task"] = task.sha256
+    figures = native_figures(task)
+    metric = primary_metric(task.task, figures) if figures else ""
+    value = figures.get(metric)
     return {"job_id": "", "method": NATIVE, "samples": 0, "adapter": {"layers": 0, "kernel": 0, "reorder": False},
-            "steps": 0, "metric": "", "value": None, "teacher_value": None, "sites": [task.site_id],
+            "steps": 0, "metric": metric, "value": value, "teacher_value": value, "sites": [task.site_id],
             "sha256": digests, "created": created}

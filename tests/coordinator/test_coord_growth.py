@@ -19,6 +19,7 @@ from protos.nt.v1 import control_pb2
 from transplant.architectures import teacher_specs, vgg_small
 
 CLS, SEG = "classification", "segmentation"
+FIGURES = {CLS: {"teacher_error_rate": "4.5"}, SEG: {"teacher_iou": "61", "teacher_pixel_accuracy": "90", "note": "x"}}
 SPECS = teacher_specs(vgg_small(width=4, depth=3, image_size=16, in_channels=1, fc=32), (CLS, SEG))
 
 
@@ -29,7 +30,7 @@ def push(store: LocalStore, site: str, category: str, tasks: tuple[str, ...]) ->
         save_module_record(store, ModuleRecord(
             module_id=f"{site}-{role}-{category}{task}", site_id=site, category=category, role=role, task=task,
             spec_json=spec.dumps(), sha256=f"{site}{role}{task}".encode().hex()[:64].ljust(64, "0"), size_bytes=1,
-            feature_norm_mean=1.0))
+            feature_norm_mean=1.0, metadata=FIGURES.get(task, {})))
 
 
 def job(category: str, task: str, teacher: str, generic: str = "", net: str = "") -> control_pb2.TransplantJobSpec:
@@ -64,7 +65,11 @@ def test_step2_a_transplanted_category_brings_its_other_task_modules(world) -> N
     assert sorted(native_routes(store, net.task_modules)) == [("cat", SEG), ("dog", CLS)]
     assert [(a.category, a.task) for a in net.adapters] == [("cat", CLS)]
     entries = {(e.category, e.task): e for e in net_reply(store, net).entries}
-    assert entries[("cat", SEG)].provenance.method == "native" and not entries[("cat", SEG)].adapter_id
+    native = entries[("cat", SEG)]
+    assert native.provenance.method == "native" and not native.adapter_id
+    # native routes carry the owning site's own figures of its net (sent with the task module)
+    assert {m.name: m.value for m in native.quality} == {"iou": 61.0, "pixel_accuracy": 90.0}
+    assert (native.provenance.metric, native.provenance.value, native.provenance.teacher_value) == ("iou", 61.0, 61.0)
     # a second category does not replace the segmentation module the first one brought
     assert run(store, book, "j-cow", job("cow", CLS, "site-cow", "site-dog"), 8.0) == 2
     assert book.load(name="site-dog").task_modules[SEG] == "site-cat-task-catsegmentation"

@@ -115,6 +115,10 @@ def test_prometheus_sees_adapter_quality_and_jobs(ray_session, tmp_path, prometh
         assert float(quality[0]["value"][1]) == pytest.approx(metrics["error_rate"])
         teacher = wait_for_series(base, 'transplant_teacher_quality{category="5",metric="error_rate"}')
         assert float(teacher[0]["value"][1]) == pytest.approx(metrics["teacher_error_rate"])
+        gap = wait_for_series(base, 'transplant_route_gap_points{category="5",task="classification",'
+                                    'metric="error_rate"}')  # the dashboard colours routes by it
+        assert float(gap[0]["value"][1]) == pytest.approx(metrics["error_rate"] - metrics["teacher_error_rate"])
+        assert wait_for_series(base, 'transplant_max_gap_points{task="classification"}')
         succeeded = wait_for_series(base, 'transplant_jobs{state="SUCCEEDED"} == 1')
         assert len(succeeded) == 1
         finished = wait_for_series(base, 'transplant_jobs_finished_total{state="SUCCEEDED"}')
