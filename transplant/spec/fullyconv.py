@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from transplant.spec.build import SpecModule, build_module
+from transplant.spec.ops import get_op
 from transplant.spec.schema import ModuleSpec, Node, SpecError
 from transplant.spec.shapes import infer_shapes
 
@@ -34,7 +35,7 @@ def fully_convolutional(spec: ModuleSpec) -> ModuleSpec:
                 "in_channels": channels, "out_channels": a["out_features"], "kernel_size": kernel,
                 "stride": 1, "padding": 0, "dilation": 1, "bias": a["bias"]})
             kernel = 1
-        elif after_flatten and node.op not in ("relu", "dropout"):
+        elif after_flatten and not get_op(node.op).pointwise:  # elementwise ops run on maps alike
             raise SpecError(f"node '{node.name}' ({node.op}) after flatten cannot be convolutionalised")
         else:
             node = Node(node.name, node.op, inputs, node.attrs)

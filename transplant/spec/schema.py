@@ -10,54 +10,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from transplant.spec.nodes import INPUT, Node, SpecError
+from transplant.spec.ops import OPS, check_attrs
 from transplant.tasks import TASK_TYPES, default_task_for, get_task, task_names
 
 SPEC_FORMAT = "transplant.module.v1"
 NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-INPUT = "input"  # the reserved name of a module's input tensor
 MAX_NODES = 1024
 MAX_SPEC_BYTES = 1 << 20
 DEFAULT_MAX_PARAMS = 200_000_000  # VGG-16 has 138M
-
-
-class SpecError(ValueError):
-    """A spec is malformed, inconsistent or too large; the message names the problem."""
-
-
-def _int(minimum: int) -> tuple[type[int], int]:
-    return (int, minimum)
-
-
-# op -> (required attrs, optional attrs with defaults); each attr: (type, minimum)
-_ATTRS: dict[str, tuple[dict[str, tuple[type[int], int]], dict[str, Any]]] = {
-    "conv2d": ({"in_channels": _int(1), "out_channels": _int(1), "kernel_size": _int(1)},
-               {"stride": 1, "padding": 0, "dilation": 1, "bias": True}),
-    "conv_transpose2d": ({"in_channels": _int(1), "out_channels": _int(1), "kernel_size": _int(1)},
-                         {"stride": 1, "padding": 0, "output_padding": 0, "dilation": 1, "bias": True}),
-    "relu": ({}, {}),
-    "maxpool2d": ({"kernel_size": _int(1)}, {"stride": None, "padding": 0}),
-    "avgpool2d": ({"kernel_size": _int(1)}, {"stride": None, "padding": 0}),
-    "linear": ({"in_features": _int(1), "out_features": _int(1)}, {"bias": True}),
-    "flatten": ({}, {}),
-    "dropout": ({}, {"p": 0.5}),
-    "batchnorm2d": ({"num_features": _int(1)}, {"eps": 1e-5}),
-    "add": ({}, {}),
-    "crop": ({}, {"offset": 0, "size": None}),  # crop to the 2nd input's H, W or to size
-}
-LAYER_TYPES = tuple(_ATTRS)
-_MIN_OPTIONAL = {"stride": 1, "padding": 0, "dilation": 1, "output_padding": 0, "offset": 0, "size": 1}
-_ARITY = {"add": (2, 16), "crop": (1, 2)}
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    op: str
-    inputs: tuple[str, ...]
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "op": self.op, "inputs": list(self.inputs), "attrs": dict(self.attrs)}
+LAYER_TYPES = tuple(OPS)  # the built-in layer types (transplant.spec.ops)
 
 
 @dataclass(frozen=True)
@@ -109,51 +71,6 @@ class ModuleSpec:
             raise SpecError("spec is nested too deeply") from None
 
 
-def _check_attrs(name: str, op: str, attrs: Any) -> dict[str, Any]:
-    if not isinstance(attrs, dict):
-        raise SpecError(f"node '{name}': attrs must be an object")
-    required, optional = _ATTRS[op]
-    unknown = set(attrs) - set(required) - set(optional)
-    if unknown:
-        raise SpecError(f"node '{name}' ({op}): unknown attribute(s) {sorted(unknown)}")
-    out: dict[str, Any] = {}
-    for key, (typ, minimum) in required.items():
-        if key not in attrs:
-            raise SpecError(f"node '{name}' ({op}): missing attribute '{key}'")
-        out[key] = _check_value(name, key, attrs[key], typ, minimum)
-    for key, default in optional.items():
-        value = attrs.get(key, default)
-        if key == "bias":
-            if not isinstance(value, bool):
-                raise SpecError(f"node '{name}': attribute 'bias' must be true or false")
-        elif key in ("p", "eps"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise SpecError(f"node '{name}': attribute '{key}' must be a number in [0, 1)")
-            if key == "eps" and value <= 0:
-                raise SpecError(f"node '{name}': attribute 'eps' must be positive")
-            value = float(value)
-        elif value is not None or default is not None:  # None only where None is the default
-            value = _check_value(name, key, value, int, _MIN_OPTIONAL.get(key, 0))
-        out[key] = value
-    if op in ("maxpool2d", "avgpool2d") and out["stride"] is None:
-        out["stride"] = out["kernel_size"]
-    if op in ("maxpool2d", "avgpool2d") and out["stride"] < 1:
-        raise SpecError(f"node '{name}': attribute 'stride' must be >= 1")
-    if op in ("maxpool2d", "avgpool2d") and 2 * out["padding"] > out["kernel_size"]:
-        raise SpecError(f"node '{name}': padding must be at most half the kernel size")
-    if op == "conv_transpose2d" and out["output_padding"] >= max(out["stride"], out["dilation"]):
-        raise SpecError(f"node '{name}': output_padding must be smaller than stride or dilation")
-    return out
-
-
-def _check_value(node: str, key: str, value: Any, typ: type[int], minimum: int) -> Any:
-    if isinstance(value, bool) or not isinstance(value, typ):
-        raise SpecError(f"node '{node}': attribute '{key}' must be an integer, got {value!r}")
-    if value < minimum or value > 1 << 20:
-        raise SpecError(f"node '{node}': attribute '{key}'={value} is out of range")
-    return value
-
-
 def _parse_node(raw: Any, index: int) -> Node:
     if not isinstance(raw, dict):
         raise SpecError(f"node #{index} must be an object")
@@ -163,19 +80,20 @@ def _parse_node(raw: Any, index: int) -> Node:
     name = raw.get("name")
     if not isinstance(name, str) or not NODE_NAME.match(name) or name == INPUT:
         raise SpecError(f"node #{index}: invalid name {name!r} (letters, digits, '_'; not '{INPUT}')")
-    op = raw.get("op")
-    if not isinstance(op, str) or op not in _ATTRS:
-        raise SpecError(f"node '{name}': unknown layer type {op!r}; known: {', '.join(LAYER_TYPES)}")
+    op_name = raw.get("op")
+    if not isinstance(op_name, str) or op_name not in OPS:
+        raise SpecError(f"node '{name}': unknown layer type {op_name!r}; known: {', '.join(OPS)}")
+    op = OPS[op_name]
     inputs = raw.get("inputs")
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
         raise SpecError(f"node '{name}': inputs must be a list of node names")
-    low, high = _ARITY.get(op, (1, 1))
+    low, high = op.arity
     if not low <= len(inputs) <= high:
-        raise SpecError(f"node '{name}' ({op}): takes {low}..{high} input(s), got {len(inputs)}")
-    attrs = _check_attrs(name, op, raw.get("attrs", {}))
-    if op == "crop" and (len(inputs) == 2) == (attrs["size"] is not None):
-        raise SpecError(f"node '{name}' (crop): give either a reference input or a 'size', not both")
-    return Node(name, op, tuple(inputs), attrs)
+        raise SpecError(f"node '{name}' ({op_name}): takes {low}..{high} input(s), got {len(inputs)}")
+    node = Node(name, op_name, tuple(inputs), check_attrs(name, op, raw.get("attrs", {})))
+    if op.check is not None:
+        op.check(node)
+    return node
 
 
 def _topological(nodes: list[Node], output: str) -> tuple[Node, ...]:
