@@ -4,6 +4,7 @@
 #   coordinator ARGS...  python -m coordinator ARGS...        (e.g. `coordinator serve --store ...`)
 #   site ARGS...         python -m site_agent ARGS...         (e.g. `site run --site-id ...`)
 #   admin ARGS...        python -m coordinator.admin ARGS...  (e.g. `admin --coordinator HOST:PORT jobs`)
+#   predict ARGS...      python -m coordinator.serving ARGS... (e.g. `predict serve --store URL`)
 #   ray-head ARGS...     ray start --head --port=6379 --dashboard-host=0.0.0.0 --block ARGS...
 #   ray-worker ARGS...   ray start --block ARGS...            (e.g. `ray-worker --address=ray-head:6379 --num-gpus=1`)
 #   anything else        run as a command (`bash`, `python -c ...`, `ray status`)
@@ -65,6 +66,10 @@ case "$role" in
         shift
         exec python -m coordinator.admin "$@"
         ;;
+    predict)
+        shift
+        exec python -m coordinator.serving "$@"
+        ;;
     ray-head)
         shift
         exec ray start --head --port=6379 --dashboard-host=0.0.0.0 --block "$@"
@@ -74,7 +79,7 @@ case "$role" in
         exec ray start --block "$@"
         ;;
     help|-h|--help)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
         ;;
     *)
         exec "$@"
