@@ -20,9 +20,10 @@ from common.registry_client import make_header, upload
 from coordinator import admin
 from coordinator.job_states import TERMINAL_PB
 from coordinator.store import open_store
-from coordinator.store.manifests import list_net_versions, load_module_record, load_net
-from protos.nt.v1 import common_pb2, control_pb2, heartbeat_pb2, site_pb2, site_pb2_grpc
+from coordinator.store.manifests import list_net_versions, load_net
+from protos.nt.v1 import common_pb2, control_pb2, heartbeat_pb2
 from tests.faults.fault_helpers import serve_site, wait_terminal
+from tests.helpers.scripted_site import ScriptedSite
 from tests.helpers.cluster import TASK, coordinator, job_spec, push_site, site_modules, stubs
 from transplant.architectures import teacher_specs, vgg_small
 from transplant.methods import auto_candidates
@@ -31,26 +32,6 @@ from transplant.spec import build_module, weights_to_bytes
 pytestmark = pytest.mark.integration
 PROVENANCE_KEYS = {"job_id", "method", "samples", "adapter", "steps", "metric", "value", "teacher_value", "sites",
                    "sha256", "created"}
-
-
-class ScriptedSite(site_pb2_grpc.SiteAgentServicer):
-    def __init__(self, store_url: str) -> None:
-        self.store = open_store(store_url)
-        self.figures: dict[str, float] = {}  # method -> error rate; teacher at 5 %
-        self.hold: str | None = None         # category whose evaluations wait for `release`
-        self.entered, self.release = threading.Event(), threading.Event()
-        self.calls: list[tuple[str, str]] = []
-
-    def Evaluate(self, request, context):
-        method = load_module_record(self.store, request.adapter.module_id).metadata["method"]
-        self.calls.append((request.job_id, method))
-        if request.category == self.hold:
-            self.entered.set()
-            self.release.wait(60)
-        value = self.figures.get(method, 20.0)
-        return site_pb2.EvaluateReply(metrics=[common_pb2.Metric(name="error_rate", value=value),
-                                               common_pb2.Metric(name="teacher_error_rate", value=5.0)],
-                                      num_samples=10, site_id="site-t")
 
 
 @pytest.fixture(scope="module")
