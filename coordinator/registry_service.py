@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 
+from common.patterns import CHUNK_SIZE, MAX_CHUNK_SIZE
 from coordinator import auth, validation
 from coordinator.convert import module_info, role_name
+from coordinator.ingest import ingest
 from coordinator.telemetry import CoordinatorMetrics
-from coordinator.store import BlobNotFoundError, Store, StoreError
-from coordinator.store.base import DEFAULT_CHUNK_SIZE
+from coordinator.store import BlobInfo, BlobNotFoundError, Store, StoreError
 from coordinator.store.manifests import (ModuleRecord, delete_module_record, list_module_records,
                                          load_module_record, module_id, save_module_record)
 from coordinator.streams import StreamLimits, StreamSlots, StreamTimeout, TooManyStreams, watched
@@ -23,7 +24,6 @@ from coordinator.validation import UploadLimits, UploadRejected
 from protos.nt.v1 import chunk_pb2, registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
-MAX_CHUNK_SIZE = 3 << 20  # stays under the 4 MiB default message limit of plain clients
 
 
 class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
@@ -36,10 +36,15 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
         # bytes of uploads in flight per site: two concurrent uploads must not both fit one quota
         self._in_flight: dict[str, int] = {}
         self._quota_lock = threading.Lock()
-        if spool_dir is not None:
+        if spool_dir is not None:  # uploads go straight to the store now; spool files of older versions go
             spool_dir.mkdir(parents=True, exist_ok=True)
-            for stale in spool_dir.glob("upload-*.safetensors"):  # left by a coordinator killed mid-upload
+            for stale in spool_dir.glob("upload-*.safetensors"):
                 stale.unlink(missing_ok=True)
+        try:  # writes a coordinator killed mid-upload left: tmp files, S3 multipart uploads
+            if aborted := store.abort_stale_writes(time.time()):
+                log.info("removed %d unfinished upload(s) of an earlier run", aborted)
+        except StoreError as exc:
+            log.warning("could not look for unfinished uploads of an earlier run: %s", exc)
 
     def Upload(self, request_iterator, context):
         try:
@@ -76,12 +81,12 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
             if validation.NAME.match(header.site_id) else 0
         with self._slots.hold(header.site_id), self._reservation(header, role, stored):
             spec = validation.parse_spec(role, header.spec_json)
-            with tempfile.NamedTemporaryFile(dir=self.spool_dir, prefix="upload-", suffix=".safetensors") as tmp:
-                spooled = validation.spool(_chunks(requests), tmp, Path(tmp.name), header.size_bytes)
-                validation.check_integrity(spooled, header.sha256, header.size_bytes)
-                samples = validation.check_weights_file(spooled.path, role, spec, self.limits)
-                self.store.put_verified_file(spooled.path, spooled.sha256, spooled.size)  # valid: now, only now
-            record = _record(header, role, spooled, samples)
+            check = validation.weights_check(role, spec, self.limits, header.size_bytes)
+            with self.store.open_writer(header.sha256, header.size_bytes) as writer:  # aborts unless committed
+                received, tensors = ingest(_chunks(requests), header.size_bytes, check, writer)  # one pass
+                validation.check_integrity(received, header.sha256, header.size_bytes)
+                writer.commit(received)  # valid: now, only now
+            record = _record(header, role, received, validation.samples_count(role, tensors))
             existing = load_module_record(self.store, record.module_id, record.site_id)
             if existing is not None:
                 return existing  # the very same spec, weights and statistics: already stored, never rewritten
@@ -112,7 +117,7 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable: {exc}")
         if record is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no module {request.module_id!r}")
-        size = min(request.chunk_size or DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE)
+        size = min(request.chunk_size or CHUNK_SIZE, MAX_CHUNK_SIZE)
         try:
             pieces = self.store.open_blob(record.sha256, size)
         except BlobNotFoundError:
@@ -170,7 +175,7 @@ def _chunks(requests: Iterator[registry_pb2.UploadRequest]) -> Iterator[tuple[by
         yield request.chunk.data, request.chunk.offset
 
 
-def _record(header, role: str, spooled: validation.Spooled, samples: int) -> ModuleRecord:
+def _record(header, role: str, spooled: BlobInfo, samples: int) -> ModuleRecord:
     norm, images = float(header.stats.feature_norm_mean), samples or int(header.stats.num_images)
     return ModuleRecord(
         module_id=module_id(header.site_id, role, header.category, header.task, header.spec_json, spooled.sha256,

@@ -1,32 +1,26 @@
 """Upload validation: everything about an uploaded module is checked before anything is stored.
 
-Order matters: header fields and declared size first (cheap, before reading any byte), then the
-weights are spooled to a temp file while hashing (bounded memory), then checked tensor by tensor
-with safetensors `safe_open` against the declared spec, and scanned for NaN/Inf in bounded pieces.
+Order matters: header fields and declared size first (cheap, before reading any byte); then, in one
+pass as the chunks arrive (coordinator.ingest), the bytes are hashed, checked by transplant's one
+tensor check (the safetensors header against the declared spec as soon as it is in, then every value
+for NaN/Inf) and written to the store, where they become visible only once all of it passed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
 
-import numpy as np
-import torch
-from safetensors import SafetensorError, safe_open
-
-from transplant.adapter import Adapter, AdapterConfig, AdapterConfigError
+from coordinator.store import BlobInfo
+from transplant.adapter import AdapterConfig, AdapterConfigError
+from transplant.adapter.io import expected_shapes
 from transplant.spec import ModuleSpec, SpecError, parameter_shapes
+from transplant.spec.tensorcheck import (FINITE, NONNEGATIVE, Header, Rules, StreamCheck, WeightsError,
+                                         expect_float32)
 
 from common.patterns import MODULE_ROLES as ROLES, NAME  # re-exported
 MAX_METADATA_ITEMS, MAX_METADATA_CHARS = 32, 4096
-_DTYPES = {"F32": torch.float32, "I64": torch.int64}
-FINITE_CHECK_BYTES = 4 << 20  # bytes checked for NaN/Inf at a time
 
 
 class UploadRejected(Exception):
@@ -42,13 +36,6 @@ class UploadLimits:
     max_upload_bytes: int = 2 << 30   # one module's weights
     site_quota_bytes: int = 20 << 30  # all modules of one site together
     max_samples: int = 1000           # images in a SAMPLES set (few-shot, never a data set)
-
-
-@dataclass(frozen=True)
-class Spooled:
-    path: Path
-    sha256: str
-    size: int
 
 
 def check_name(what: str, value: str, required: bool = True) -> None:
@@ -103,125 +90,51 @@ def parse_spec(role: str, spec_json: str) -> ModuleSpec | AdapterConfig | None:
     return None
 
 
-def spool(chunks: Iterable[tuple[bytes, int]], out: IO[bytes], path: Path, expected_size: int) -> Spooled:
-    """Writes (data, offset) chunks to `out` while hashing; stops as soon as the stream misbehaves."""
-    digest, size = hashlib.sha256(), 0
-    for data, offset in chunks:
-        if offset != size:
-            raise UploadRejected(f"chunk at offset {offset} arrived, expected offset {size} "
-                                 "(lost or reordered chunk)")
-        size += len(data)
-        if size > expected_size:
-            raise UploadRejected(f"upload is larger than the declared {expected_size} bytes")
-        digest.update(data)
-        out.write(data)
-    out.flush()
-    return Spooled(path, digest.hexdigest(), size)
-
-
-def check_integrity(spooled: Spooled, sha256: str, size: int) -> None:
-    if spooled.size != size:
-        raise UploadRejected(f"truncated upload: declared {size} bytes, received {spooled.size}")
-    if spooled.sha256 != sha256:
-        raise UploadRejected(f"sha256 mismatch: declared {sha256}, received {spooled.sha256}")
+def check_integrity(received: BlobInfo, sha256: str, size: int) -> None:
+    if received.size != size:
+        raise UploadRejected(f"truncated upload: declared {size} bytes, received {received.size}")
+    if received.sha256 != sha256:
+        raise UploadRejected(f"sha256 mismatch: declared {sha256}, received {received.sha256}")
 
 
 def expected_tensors(role: str, spec: ModuleSpec | AdapterConfig | None) -> dict[str, tuple[int, ...]] | None:
-    """name -> shape, all float32; None for SAMPLES (checked by `_check_samples`)."""
+    """name -> shape, all float32; None for SAMPLES (checked by `_samples_rules`)."""
     if isinstance(spec, ModuleSpec):
         return {k: tuple(v) for k, v in parameter_shapes(spec).items()}
     if isinstance(spec, AdapterConfig):
-        return {k: tuple(v.shape) for k, v in Adapter(spec).state_dict().items()}
+        return {k: tuple(v) for k, v in expected_shapes(spec).items()}
     return None
 
 
-def check_weights_file(path: Path, role: str, spec: ModuleSpec | AdapterConfig | None,
-                       limits: UploadLimits) -> int:
-    """Checks the safetensors file; returns the number of samples (0 unless SAMPLES)."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            expected = expected_tensors(role, spec)
-            if expected is None:
-                return _check_samples(handle, limits)
-            _check_tensors(handle, expected, _layout(path))
-            return 0
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise UploadRejected(f"weights are not a valid safetensors file: {exc}") from None
+def weights_check(role: str, spec: ModuleSpec | AdapterConfig | None, limits: UploadLimits,
+                  size: int) -> StreamCheck:
+    """The one tensor check (transplant.spec.tensorcheck) for an upload of `size` bytes, fed as they arrive:
+    the header against the spec as soon as it is in, then every value; failures raise WeightsError."""
+    expected = expected_tensors(role, spec)
+    return StreamCheck(size, _samples_rules(limits) if expected is None else expect_float32(expected))
 
 
-def _tensor_header(handle, name: str) -> tuple[str, tuple[int, ...]]:
-    piece = handle.get_slice(name)  # reads only the header: no data loaded yet
-    return piece.get_dtype(), tuple(piece.get_shape())
+def _samples_rules(limits: UploadLimits) -> Rules:
+    def rules(header: Header) -> dict[str, str]:
+        table = header.table()
+        names = set(table)
+        if not {"images", "labels"} <= names or names - {"images", "labels", "masks"}:
+            raise WeightsError("a SAMPLES file holds exactly images, labels and optionally masks; "
+                               f"got {sorted(names)}")
+        (img_dtype, img), (lab_dtype, lab) = table["images"], table["labels"]
+        if img_dtype != "F32" or len(img) != 4:
+            raise WeightsError(f"images must be float32 [N,C,H,W], got {img_dtype} {list(img)}")
+        n = img[0]
+        if lab_dtype != "I64" or lab != (n,):
+            raise WeightsError(f"labels must be int64 [{n}], got {lab_dtype} {list(lab)}")
+        if not 1 <= n <= limits.max_samples:
+            raise WeightsError(f"a SAMPLES set holds 1..{limits.max_samples} images, got {n}")
+        if "masks" in table and table["masks"] != ("I64", (n, img[2], img[3])):
+            raise WeightsError(f"masks must be int64 [{n},{img[2]},{img[3]}], got {list(table['masks'][1])}")
+        return {"images": FINITE, "labels": NONNEGATIVE, "masks": NONNEGATIVE}
+    return rules
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Where each tensor's bytes lie in a safetensors file (already validated by safe_open)."""
-
-    path: Path
-    data_start: int
-    data_offsets: dict[str, tuple[int, int]]
-
-
-def _layout(path: Path) -> _Layout:
-    with open(path, "rb") as data:
-        header_len = int.from_bytes(data.read(8), "little")
-        header = json.loads(data.read(header_len))
-    offsets = {k: tuple(v["data_offsets"]) for k, v in header.items() if k != "__metadata__"}
-    return _Layout(path, 8 + header_len, offsets)
-
-
-def _check_tensors(handle, expected: dict[str, tuple[int, ...]], offsets: _Layout) -> None:
-    names = set(handle.keys())
-    if missing := sorted(set(expected) - names):
-        raise UploadRejected(f"weights miss tensor(s) {missing[:5]}")
-    if extra := sorted(names - set(expected)):
-        raise UploadRejected(f"weights hold unexpected tensor(s) {extra[:5]}")
-    for name, shape in expected.items():
-        dtype, actual = _tensor_header(handle, name)
-        if actual != shape:
-            raise UploadRejected(f"tensor '{name}' has shape {list(actual)}, the spec says {list(shape)}")
-        if dtype != "F32":
-            raise UploadRejected(f"tensor '{name}' has dtype {dtype}, expected F32 (float32)")
-        if not _all_finite(offsets, name, shape):
-            raise UploadRejected(f"tensor '{name}' holds NaN or Inf values")
-
-
-def _all_finite(handle: _Layout, name: str, shape: tuple[int, ...]) -> bool:
-    """Scanned straight from the file in bounded pieces with numpy (fast, and memory stays bounded)."""
-    begin, end = handle.data_offsets[name]
-    with open(handle.path, "rb") as data:
-        data.seek(handle.data_start + begin)
-        remaining = end - begin
-        while remaining > 0:
-            piece = data.read(min(remaining, FINITE_CHECK_BYTES))
-            if len(piece) % 4 or not piece:
-                return False
-            if not np.isfinite(np.frombuffer(piece, dtype="<f4")).all():
-                return False
-            remaining -= len(piece)
-    return True
-
-
-def _check_samples(handle, limits: UploadLimits) -> int:
-    names = set(handle.keys())
-    if not {"images", "labels"} <= names or names - {"images", "labels", "masks"}:
-        raise UploadRejected(f"a SAMPLES file holds exactly images, labels and optionally masks; got {sorted(names)}")
-    headers = {name: _tensor_header(handle, name) for name in names}
-    (img_dtype, img), (lab_dtype, lab) = headers["images"], headers["labels"]
-    if img_dtype != "F32" or len(img) != 4:
-        raise UploadRejected(f"images must be float32 [N,C,H,W], got {img_dtype} {list(img)}")
-    n = img[0]
-    if lab_dtype != "I64" or lab != (n,):
-        raise UploadRejected(f"labels must be int64 [{n}], got {lab_dtype} {list(lab)}")
-    if not 1 <= n <= limits.max_samples:
-        raise UploadRejected(f"a SAMPLES set holds 1..{limits.max_samples} images, got {n}")
-    if "masks" in headers and headers["masks"] != ("I64", (n, img[2], img[3])):
-        raise UploadRejected(f"masks must be int64 [{n},{img[2]},{img[3]}], got {list(headers['masks'][1])}")
-    if not torch.isfinite(handle.get_tensor("images")).all():
-        raise UploadRejected("images hold NaN or Inf values")
-    for name in names - {"images"}:
-        if (handle.get_tensor(name) < 0).any():
-            raise UploadRejected(f"{name} must be >= 0")
-    return n
-
+def samples_count(role: str, header: Header) -> int:
+    """Images in a SAMPLES upload (0 for every other role)."""
+    return header.tensors["images"].shape[0] if role == "samples" else 0

@@ -8,8 +8,6 @@ Two kinds of things are stored:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hashlib
 import json
 import re
@@ -18,9 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from common.patterns import CHUNK_SIZE as DEFAULT_CHUNK_SIZE  # one chunk size, the wire's
 from common.patterns import SHA256_HEX as _SHA256_HEX
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.@=+-]+$")
-DEFAULT_CHUNK_SIZE = 1 << 20
 
 
 class StoreError(Exception):
@@ -122,6 +120,53 @@ class HashingReader:
         return info
 
 
+class BlobWriter(ABC):
+    """One blob's bytes written as they arrive; visible only after commit(), gone after abort()."""
+
+    def __init__(self, sha256: str, size: int) -> None:
+        self.announced, self.committed = BlobInfo(sha256, size), False
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Appends bytes; may block while earlier bytes are still being stored (bounded memory)."""
+
+    @abstractmethod
+    def _publish(self, info: BlobInfo) -> None:
+        """Makes the written bytes visible as blob `info.sha256`."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Drops what was written; idempotent and quiet (it runs while another error is raised)."""
+
+    def commit(self, info: BlobInfo) -> BlobInfo:
+        """Publishes the blob; the caller has verified that `info` is what was written."""
+        if info != self.announced:  # the writer was opened under the announced digest: never publish another
+            raise BlobIntegrityError(f"blob {info} is not the announced {self.announced}")
+        self._publish(info)
+        self.committed = True
+        return info
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.committed:
+            self.abort()
+
+
+class DiscardingWriter(BlobWriter):
+    """For a blob already stored: content-addressed, so the bytes are only hashed and checked."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def _publish(self, info: BlobInfo) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
 class ObjectStore(ABC):
     """Content-addressed blobs plus atomically replaced JSON documents."""
 
@@ -139,14 +184,17 @@ class ObjectStore(ABC):
         Storing identical content again is a no-op returning the same BlobInfo.
         """
 
-    def put_verified_file(self, path: Path, sha256: str, size: int) -> BlobInfo:
-        """Stores a local file whose sha256 and size the caller has already verified (the registry's
-        upload spool). Backends may take it without re-reading it; by default it is streamed."""
-        existing = self.blob_info(sha256.lower())
-        if existing is not None:  # content-addressed: identical content is already there
-            return existing
-        with open(path, "rb") as data:
-            return self.put_blob(iter(lambda: data.read(DEFAULT_CHUNK_SIZE), b""), sha256, size)
+    @abstractmethod
+    def open_writer(self, sha256: str, size: int) -> BlobWriter:
+        """A writer for the blob of announced digest `sha256` and `size`, fed as the bytes arrive.
+
+        The caller verifies digest and size itself (the registry hashes in the same pass) and then
+        calls commit(); until then nothing is visible, and abort() (or leaving the `with` block on an
+        error) leaves nothing behind. A blob already stored gets a writer that discards the bytes."""
+
+    def abort_stale_writes(self, before: float) -> int:
+        """Removes writes left unfinished by a process that died (begun before the time `before`)."""
+        return 0
 
     @abstractmethod
     def open_blob(self, sha256: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
@@ -191,7 +239,9 @@ class Store(Protocol):
     def put_blob(self, chunks: Iterable[bytes], expected_sha256: str | None = None,
                  expected_size: int | None = None) -> BlobInfo: ...
 
-    def put_verified_file(self, path: Path, sha256: str, size: int) -> BlobInfo: ...
+    def open_writer(self, sha256: str, size: int) -> BlobWriter: ...
+
+    def abort_stale_writes(self, before: float) -> int: ...
 
     def open_blob(self, sha256: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]: ...
 

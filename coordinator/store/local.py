@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,8 @@ from coordinator.store.base import (
     BlobInfo,
     BlobIntegrityError,
     BlobNotFoundError,
+    BlobWriter,
+    DiscardingWriter,
     HashingReader,
     ObjectStore,
     check_key,
@@ -69,27 +70,18 @@ class LocalStore(ObjectStore):
                 _fsync_dir(final.parent)
         return info
 
-    def put_verified_file(self, path: Path, sha256: str, size: int) -> BlobInfo:
-        """A hard link when the file is on the same file system (no copy, no second hash), else a copy."""
-        sha256 = check_sha256(sha256.lower())
-        final = self._blob_path(sha256)
+    def open_writer(self, sha256: str, size: int) -> BlobWriter:
+        """Writes straight into tmp/ (no spool, no copy), renamed into blobs/ on commit."""
+        final = self._blob_path(check_sha256(sha256.lower()))
         if final.exists():
-            return BlobInfo(sha256, size)
-        with self._temp_file() as (tmp_path, out):
-            out.close()
-            tmp_path.unlink()
-            try:
-                os.link(path, tmp_path)
-            except OSError:  # another file system, or no hard links: copy
-                shutil.copyfile(path, tmp_path)
-            with open(tmp_path, "rb+") as handle:
-                _flush_to_disk(handle)
-            if tmp_path.stat().st_size != size:
-                raise BlobIntegrityError(f"{path} has {tmp_path.stat().st_size} bytes, expected {size}")
-            final.parent.mkdir(exist_ok=True)
-            os.replace(tmp_path, final)
-            _fsync_dir(final.parent)
-        return BlobInfo(sha256, size)
+            return DiscardingWriter(sha256.lower(), size)
+        return _LocalWriter(sha256.lower(), size, self._tmp / f"{WRITER_PREFIX}{uuid.uuid4().hex}.part", final)
+
+    def abort_stale_writes(self, before: float) -> int:
+        stale = [p for p in self._tmp.glob(f"{WRITER_PREFIX}*.part") if p.stat().st_mtime < before]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     def open_blob(self, sha256: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         try:
@@ -153,6 +145,42 @@ class LocalStore(ObjectStore):
                 yield path, out
         finally:
             path.unlink(missing_ok=True)
+
+
+WRITER_PREFIX = "upload-"  # open_writer's files in tmp/, so stale ones are told from other writes
+SYNC_EVERY = 32 << 20  # flush to disk while receiving, so commit's fsync has little left to wait for
+
+
+class _LocalWriter(BlobWriter):
+    def __init__(self, sha256: str, size: int, path: Path, final: Path) -> None:
+        super().__init__(sha256, size)
+        self._path, self._final = path, final
+        self._out: BinaryIO = path.open("xb")
+        self._unsynced = 0
+
+    def write(self, data: bytes) -> None:
+        self._out.write(data)
+        self._unsynced += len(data)
+        if self._unsynced >= SYNC_EVERY:  # overlaps the disk's work with the stream (the GIL is released)
+            self._out.flush()
+            os.fdatasync(self._out.fileno())
+            self._unsynced = 0
+
+    def _publish(self, info: BlobInfo) -> None:
+        if self._out.tell() != info.size:
+            raise BlobIntegrityError(f"wrote {self._out.tell()} bytes, the blob has {info.size}")
+        _flush_to_disk(self._out)
+        self._out.close()
+        if self._final.exists():  # identical content arrived meanwhile: keep it, drop ours
+            self._path.unlink(missing_ok=True)
+            return
+        self._final.parent.mkdir(exist_ok=True)
+        os.replace(self._path, self._final)
+        _fsync_dir(self._final.parent)
+
+    def abort(self) -> None:
+        self._out.close()
+        self._path.unlink(missing_ok=True)
 
 
 def _read_chunks(handle: BinaryIO, chunk_size: int) -> Iterator[bytes]:

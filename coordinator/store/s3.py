@@ -28,6 +28,8 @@ from coordinator.store.base import (
     DEFAULT_CHUNK_SIZE,
     BlobInfo,
     BlobNotFoundError,
+    BlobWriter,
+    DiscardingWriter,
     HashingReader,
     ObjectStore,
     StoreError,
@@ -36,6 +38,7 @@ from coordinator.store.base import (
     check_sha256,
     encode_json,
 )
+from coordinator.store.s3_parts import S3PartWriter
 
 T = TypeVar("T")
 
@@ -83,18 +86,19 @@ class S3Store(ObjectStore):
         *,
         retry: RetryPolicy = RetryPolicy(),
         part_size: int = 8 << 20,
+        parallel_parts: int = 4,
         timeout_s: float = 30.0,
     ) -> None:
         self.endpoint, self.bucket, self.retry = endpoint, bucket, retry
-        # minio buffers one part in memory; 5 MiB is S3's minimum part size.
-        self.part_size = max(part_size, 5 << 20)
+        # a part is held in memory until S3 has it; 5 MiB is S3's minimum part size.
+        self.part_size, self.parallel_parts = max(part_size, 5 << 20), max(1, parallel_parts)
         self._client = Minio(
             endpoint,
             access_key=access_key,
             secret_key=secret_key,
             secure=secure,
             region=region,
-            http_client=_http_client(secure, timeout_s),
+            http_client=_http_client(secure, timeout_s, self.parallel_parts),
         )
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
@@ -138,6 +142,25 @@ class S3Store(ObjectStore):
             if exc is reader.source_error:
                 raise
             self._raise_translated("upload blob", exc, attempts=1)
+
+    def open_writer(self, sha256: str, size: int) -> BlobWriter:
+        """Parts uploaded in parallel as the bytes arrive, completed on commit (coordinator.store.s3_parts)."""
+        sha256 = check_sha256(sha256.lower())
+        if self.blob_info(sha256) is not None:
+            return DiscardingWriter(sha256, size)
+        return S3PartWriter(self, BLOBS + sha256, sha256, size, self.parallel_parts)
+
+    def abort_stale_writes(self, before: float) -> int:
+        """Aborts multipart uploads of blobs begun before `before` (a killed coordinator's); their count."""
+        self._ensure_bucket()
+        result = self._call("list multipart uploads", lambda: self._client._list_multipart_uploads(
+            self.bucket, prefix=BLOBS, max_uploads=1000))
+        stale = [u for u in result.uploads if u.initiated_time is None or u.initiated_time.timestamp() < before]
+        for upload in stale:
+            upload_id = upload.upload_id or ""
+            self._call("abort multipart upload", lambda: self._client._abort_multipart_upload(
+                self.bucket, upload.object_name, upload_id))
+        return len(stale)
 
     def open_blob(self, sha256: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         key = BLOBS + check_sha256(sha256)
@@ -262,13 +285,13 @@ class S3Store(ObjectStore):
             pass
 
 
-def _http_client(secure: bool, timeout_s: float) -> urllib3.PoolManager:
+def _http_client(secure: bool, timeout_s: float, parallel_parts: int) -> urllib3.PoolManager:
     """No urllib3-level retries: RetryPolicy alone decides, so attempts are predictable."""
     tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED",
                            "ca_certs": os.environ.get("SSL_CERT_FILE") or certifi.where()} if secure else {}
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=min(timeout_s, 10.0), read=timeout_s),
         retries=False,
-        maxsize=10,
+        maxsize=max(10, 2 * parallel_parts),  # parallel part uploads each hold a connection
         **tls,
     )

@@ -1,4 +1,4 @@
-"""A client that dies in the middle of an upload leaves nothing behind: no record, no blob, no spool file."""
+"""A client that dies in the middle of an upload leaves nothing behind: no record, no blob, no partial file."""
 
 from __future__ import annotations
 
@@ -40,6 +40,11 @@ def leftovers(store: LocalStore, spool) -> list[str]:
     return sorted(str(p) for p in files)
 
 
+def partial(store: LocalStore) -> list:
+    """The upload being written, straight into the store's tmp/ (visible in blobs/ only once valid)."""
+    return list((store.root / "tmp").glob("upload-*.part"))
+
+
 def wait_until(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -55,7 +60,7 @@ def test_generator_raising_midway_leaves_nothing(registry) -> None:
     def dying():
         for i, request in enumerate(upload_requests(header, data, CHUNK)):
             if i == 3:
-                wait_until(lambda: list(spool.iterdir()), 10, "the spool file never appeared")
+                wait_until(lambda: partial(store), 10, "the partial file never appeared")
                 raise RuntimeError("client crashed")
             yield request
 
@@ -90,7 +95,7 @@ def test_killed_client_process_leaves_nothing(registry, tmp_path) -> None:
     """)
     process = subprocess.Popen([sys.executable, "-c", script])
     try:
-        wait_until(lambda: ready.exists() and list(spool.iterdir()), 60, "the client never got half-way")
+        wait_until(lambda: ready.exists() and partial(store), 60, "the client never got half-way")
         assert not list_module_records(store)  # half-way: nothing visible yet
     finally:
         process.kill()  # SIGKILL: no goodbye on the stream

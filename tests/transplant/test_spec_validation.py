@@ -100,7 +100,7 @@ def test_weights_errors_name_the_tensor():
         ({k: v for k, v in good.items() if k != "fc.bias"}, "miss tensor(s) ['fc.bias']"),
         ({**good, "extra": torch.zeros(1)}, "unexpected tensor(s) ['extra']"),
         ({**good, "conv.weight": torch.zeros(3, 2, 5, 5)}, "'conv.weight' has shape [3, 2, 5, 5]"),
-        ({**good, "fc.bias": torch.zeros(1, dtype=torch.float64)}, "'fc.bias' has dtype torch.float64"),
+        ({**good, "fc.bias": torch.zeros(1, dtype=torch.float64)}, "'fc.bias' has dtype F64"),
         ({**good, "fc.weight": torch.full((1, 48), float("nan"))}, "'fc.weight' holds NaN or Inf"),
     ]
     for tensors, message in cases:

@@ -13,10 +13,7 @@ from torch.nn import functional as F
 
 from transplant.spec.schema import INPUT, ModuleSpec, Node, SpecError
 from transplant.spec.shapes import parameter_shapes
-
-
-class WeightsError(ValueError):
-    """Weights do not match their spec (names, shapes, dtypes) or hold NaN/Inf."""
+from transplant.spec.tensorcheck import WeightsError, check_bytes, check_tensors, expect_float32
 
 
 def _layer(node: Node) -> nn.Module | None:
@@ -92,22 +89,8 @@ class SpecModule(nn.Module):
 
 
 def check_weights(spec: ModuleSpec, tensors: Mapping[str, torch.Tensor]) -> None:
-    """Names, shapes and dtypes exactly as the spec says; every value finite."""
-    expected = parameter_shapes(spec)
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing:
-        raise WeightsError(f"weights miss tensor(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-    if extra:
-        raise WeightsError(f"weights hold unexpected tensor(s) {extra[:5]}{' ...' if len(extra) > 5 else ''}")
-    for name, shape in expected.items():
-        tensor = tensors[name]
-        if tuple(tensor.shape) != shape:
-            raise WeightsError(f"tensor '{name}' has shape {list(tensor.shape)}, the spec says {list(shape)}")
-        if tensor.dtype != torch.float32:
-            raise WeightsError(f"tensor '{name}' has dtype {tensor.dtype}, expected float32")
-        if not torch.isfinite(tensor).all():
-            raise WeightsError(f"tensor '{name}' holds NaN or Inf values")
+    """Names, shapes and dtypes exactly as the spec says; every value finite (transplant.spec.tensorcheck)."""
+    check_tensors(parameter_shapes(spec), tensors)
 
 
 def build_module(spec: ModuleSpec, weights: Mapping[str, torch.Tensor] | None = None) -> SpecModule:
@@ -127,14 +110,14 @@ def weights_to_bytes(module: SpecModule) -> bytes:
 
 
 def weights_from_bytes(data: bytes, spec: ModuleSpec | None = None) -> dict[str, torch.Tensor]:
-    """Parse safetensors bytes (a format that cannot execute code); check against a spec if given."""
+    """Parse safetensors bytes (a format that cannot execute code); with a spec, the bytes are checked
+    against it first (header, then every value in one numpy pass), before any tensor is allocated."""
+    if spec is not None:
+        check_bytes(data, expect_float32(parameter_shapes(spec)))
     try:
-        tensors = st_load(data)
+        return st_load(data)
     except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
         raise WeightsError(f"weights are not a valid safetensors file: {exc}") from None
-    if spec is not None:
-        check_weights(spec, tensors)
-    return tensors
 
 
 def save_module(module: SpecModule, directory: Path | str) -> Path:

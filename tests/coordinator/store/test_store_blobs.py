@@ -126,20 +126,33 @@ def test_rejects_malformed_digests(store: ObjectStore) -> None:
         store.put_blob([b"x"], expected_sha256="not-hex")
 
 
-def test_put_verified_file_stores_the_file_without_keeping_a_tie_to_it(store: ObjectStore, tmp_path) -> None:
+def test_a_writer_publishes_only_on_commit_and_only_the_announced_blob(store: ObjectStore) -> None:
     data = os.urandom(3 * CHUNK + 11)
-    path = tmp_path / "spooled"
-    path.write_bytes(data)
-    info = store.put_verified_file(path, sha(data), len(data))
-    assert info == BlobInfo(sha(data), len(data))
-    path.unlink()  # the spool file goes away after an upload: the blob must not
+    with store.open_writer(sha(data), len(data)) as writer:
+        for piece in chunked(data):
+            writer.write(piece)
+        assert not store.has_blob(sha(data))  # written, not yet committed: invisible
+        with pytest.raises(BlobIntegrityError):
+            writer.commit(BlobInfo(sha(b"other"), len(data)))  # never under another digest
+        assert writer.commit(BlobInfo(sha(data), len(data))) == BlobInfo(sha(data), len(data))
     assert b"".join(store.open_blob(sha(data))) == data
-    assert store.put_verified_file(tmp_path / "missing-but-stored", sha(data), len(data)) == info  # idempotent
+    with store.open_writer(sha(data), len(data)) as again:  # already stored: the bytes are discarded
+        again.write(data)
+        again.commit(BlobInfo(sha(data), len(data)))
+    assert store.read_blob(sha(data)) == data
 
 
-def test_put_verified_file_refuses_a_size_mismatch(store: ObjectStore, tmp_path) -> None:
-    path = tmp_path / "spooled"
-    path.write_bytes(b"abc")
-    with pytest.raises(BlobIntegrityError):
-        store.put_verified_file(path, sha(b"abc"), 4)
-    assert not store.has_blob(sha(b"abc"))
+def test_a_writer_left_on_an_error_leaves_nothing(store: ObjectStore) -> None:
+    data = os.urandom(2 * CHUNK)
+    with pytest.raises(RuntimeError):
+        with store.open_writer(sha(data), len(data)) as writer:
+            writer.write(data[:CHUNK])
+            raise RuntimeError("the stream broke")
+    assert not store.has_blob(sha(data))
+    if isinstance(store, LocalStore):
+        assert not list((store.root / "tmp").iterdir())
+    with pytest.raises(BlobIntegrityError):  # a short write is refused even if the caller says otherwise
+        with store.open_writer(sha(data), len(data)) as writer:
+            writer.write(data[:CHUNK])
+            writer.commit(BlobInfo(sha(data), len(data)))
+    assert not store.has_blob(sha(data))
