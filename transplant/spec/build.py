@@ -9,28 +9,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
-from torch.nn import functional as F
 
-from transplant.spec.schema import INPUT, ModuleSpec, Node, SpecError
+from transplant.spec.ops import get_op
+from transplant.spec.schema import INPUT, ModuleSpec, Node
 from transplant.spec.shapes import parameter_shapes
 from transplant.spec.tensorcheck import WeightsError, check_bytes, check_tensors, expect_float32
-
-
-def _layer(node: Node) -> nn.Module | None:
-    a = node.attrs
-    if node.op == "conv2d":
-        return nn.Conv2d(a["in_channels"], a["out_channels"], a["kernel_size"], a["stride"],
-                         a["padding"], a["dilation"], bias=a["bias"])
-    if node.op == "conv_transpose2d":
-        return nn.ConvTranspose2d(a["in_channels"], a["out_channels"], a["kernel_size"], a["stride"],
-                                  a["padding"], a["output_padding"], bias=a["bias"], dilation=a["dilation"])
-    if node.op == "linear":
-        return nn.Linear(a["in_features"], a["out_features"], bias=a["bias"])
-    if node.op == "batchnorm2d":
-        return nn.BatchNorm2d(a["num_features"], eps=a["eps"])
-    if node.op == "dropout":
-        return nn.Dropout(a["p"])
-    return None  # stateless ops run functionally
 
 
 class SpecModule(nn.Module):
@@ -44,9 +27,9 @@ class SpecModule(nn.Module):
         self.spec = spec
         self.layers = nn.ModuleDict()
         for node in spec.nodes:
-            layer = _layer(node)
-            if layer is not None:
-                self.layers[node.name] = layer
+            make = get_op(node.op).layer  # the torch layer owning the node's parameters, if any
+            if make is not None:
+                self.layers[node.name] = make(node.attrs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)[self.spec.output]
@@ -59,27 +42,9 @@ class SpecModule(nn.Module):
         return values
 
     def apply_node(self, node: Node, ins: list[torch.Tensor]) -> torch.Tensor:
-        a, x = node.attrs, ins[0]
-        if node.name in self.layers:
-            return self.layers[node.name](x)
-        if node.op == "relu":
-            return F.relu(x)
-        if node.op == "maxpool2d":
-            return F.max_pool2d(x, a["kernel_size"], a["stride"], a["padding"])
-        if node.op == "avgpool2d":
-            return F.avg_pool2d(x, a["kernel_size"], a["stride"], a["padding"])
-        if node.op == "flatten":
-            return x.flatten(1)
-        if node.op == "add":
-            out = ins[0]
-            for other in ins[1:]:
-                out = out + other
-            return out
-        if node.op == "crop":
-            h, w = ins[1].shape[-2:] if len(ins) == 2 else (a["size"], a["size"])
-            off = a["offset"]
-            return x[:, :, off:off + h, off:off + w]
-        raise SpecError(f"node '{node.name}': no implementation for {node.op}")
+        """One node's output: its op's forward, with its layer where it has one."""
+        layer = self.layers[node.name] if node.name in self.layers else None
+        return get_op(node.op).forward(node, layer, ins)
 
     def weights(self) -> dict[str, torch.Tensor]:
         """`<node>.<param>` -> tensor, the names the spec promises (no batchnorm counters)."""
