@@ -8,7 +8,7 @@
 #   deploy/make-secrets.sh --dir /secure/place --coordinator-san DNS:transplant.example.org
 #
 # Tokens come from `python -m coordinator token new` (it prints the token once and keeps only its
-# sha256 in auth.json). PYTHON picks the interpreter with the project installed (default: .venv/bin/python
+# sha256 in auth.json; they expire after 365 days: rotate them as deploy/README.md says). PYTHON picks the interpreter with the project installed (default: .venv/bin/python
 # of this checkout, else python3). The CA is for trying things out: in production, issue the certificates
 # from your own CA and put them under the same names.
 set -euo pipefail
@@ -62,25 +62,38 @@ printf 'transplant' | write s3_access_key
 random 24 | tr -d '\n' | write s3_secret_key
 random 16 | tr -d '\n' | write grafana_admin_password
 
-# The token the coordinator presents when it calls a site's Evaluate, and its sha256 for the sites.
+# The coordinator's secret. It never leaves the coordinator: when it calls a site's Evaluate it presents a
+# credential derived for that site alone (coordinator/site_identity.py: base64url(HMAC-SHA256(secret,
+# "transplant/site-evaluate/v1/" + site id)), no padding), and each site holds only that credential's sha256,
+# coordinator_token.SITE.sha256 (`python -m coordinator token site-credential` prints the same).
 random 32 | tr -d '\n' | write coordinator_token
-if [ ! -e coordinator_token.sha256 ] || [ coordinator_token -nt coordinator_token.sha256 ]; then
-    printf "%s" "$(openssl dgst -sha256 -r coordinator_token | cut -d" " -f1)" > coordinator_token.sha256
-    echo "wrote    coordinator_token.sha256"
-fi
+site_credential_sha256() {  # SITE -> coordinator_token.SITE.sha256
+    local out="coordinator_token.$1.sha256" credential
+    if [ -e "$out" ] && [ ! coordinator_token -nt "$out" ]; then echo "kept     $out"; return; fi
+    credential=$(printf '%s' "transplant/site-evaluate/v1/$1" \
+        | openssl dgst -sha256 -mac HMAC -macopt "key:$(cat coordinator_token)" -binary | openssl base64 -A \
+        | tr '+/' '-_' | tr -d '=')
+    printf '%s' "$credential" | openssl dgst -sha256 -r | cut -d" " -f1 | tr -d '\n' > "$out"
+    echo "wrote    $out"
+}
+for s in $sites; do site_credential_sha256 "$s"; done
 
 # Site and admin tokens: only their hashes go into auth.json.
 [ -e auth.json ] || printf '{"admins": {}, "sites": {}}\n' > auth.json
-new_token() {  # ROLE NAME -> NAME.token
+new_token() {  # ROLE NAME [--host H ...] -> NAME.token
     local role=$1 name=$2 out
+    shift 2
     if [ -e "$name.token" ]; then echo "kept     $name.token"; return; fi
-    out=$(cd "$root" && "$PYTHON" -m coordinator token new --auth-file "$dir/auth.json" --role "$role" --name "$name")
+    out=$(cd "$root" && "$PYTHON" -m coordinator token new --auth-file "$dir/auth.json" --role "$role" --name "$name" "$@")
     # The token is the last word printed.
     printf '%s' "$(printf '%s\n' "$out" | awk 'NF { last = $NF } END { print last }')" > "$name.token"
     [ -s "$name.token" ] || { echo "no token printed by 'coordinator token new' for $name" >&2; exit 1; }
     echo "wrote    $name.token (its sha256 is in auth.json)"
 }
-for s in $sites; do new_token site "$s"; done
+# A site may announce only the hosts registered with its token: its compose and in-cluster Service names.
+for s in $sites; do
+    new_token site "$s" --host "$s" --host "$s.transplant.svc" --host "$s.transplant.svc.cluster.local"
+done
 for a in $admins; do new_token admin "$a"; done
 
 # TLS: a throw-away CA, a server certificate for the coordinator, one certificate per site (server for

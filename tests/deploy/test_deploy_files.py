@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coordinator.site_identity import site_credential_sha256
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
@@ -557,8 +559,9 @@ def test_make_secrets_writes_every_compose_secret(tmp_path):
     for name, spec in _compose()["secrets"].items():
         assert spec["file"].startswith("./secrets/"), f"secret {name} must come from deploy/secrets/"
         assert (out / spec["file"].removeprefix("./secrets/")).is_file(), f"make-secrets.sh does not write {name}"
-    digest = hashlib.sha256((out / "coordinator_token").read_bytes()).hexdigest()
-    assert (out / "coordinator_token.sha256").read_text() == digest
+    secret = (out / "coordinator_token").read_text()
+    for site in ("site-a", "site-b"):  # the shell's HMAC is the coordinator's own derivation
+        assert (out / f"coordinator_token.{site}.sha256").read_text() == site_credential_sha256(secret, site)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     _run_make_secrets(tmp_path, _fake_token_cli(tmp_path))           # a second run keeps everything
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -605,7 +608,10 @@ def test_make_secrets_with_the_real_token_command(tmp_path):
         for name in names:
             token = (out / f"{name}.token").read_text()
             assert token and token not in (out / "auth.json").read_text()
-            assert auth[role][name] == hashlib.sha256(token.encode()).hexdigest()
+            assert auth[role][name]["sha256"] == hashlib.sha256(token.encode()).hexdigest()
+            assert auth[role][name]["expires"] > 1e9  # the CLI's default lifetime
+    assert auth["sites"]["site-a"]["hosts"] == ["site-a", "site-a.transplant.svc", "site-a.transplant.svc.cluster.local"]
+    assert "hosts" not in auth["admins"]["admin"]
 
 
 @pytest.mark.slow
