@@ -1,4 +1,5 @@
-"""Transplant nets written straight into an object store, as the coordinator's commits leave them."""
+"""Transplant nets written straight into an object store, as the coordinator's commits leave them
+(used by the serving tests and by benchmarks/perf_inference.py)."""
 from __future__ import annotations
 
 import torch
@@ -8,18 +9,18 @@ from coordinator.store.manifests import (AdapterEntry, ModuleRecord, NetManifest
                                          module_id, save_module_record)
 from site_agent.train import record_meaning
 from transplant.adapter import Adapter, AdapterConfig, adapter_to_bytes
-from transplant.architectures import CLASSIFICATION, SEGMENTATION, teacher_specs, vgg_small
+from transplant.architectures import CLASSIFICATION, SEGMENTATION, VGGConfig, teacher_specs, vgg_small
 from transplant.spec import SpecModule, weights_to_bytes
 from transplant.teacher import TeacherNet
 
 SHAPES = vgg_small(width=4, depth=3, image_size=16, fc=16)
 
 
-def shapes_teacher(category: str, seed: int) -> TeacherNet:
-    """An untrained RGB 16x16 teacher with both heads, described by its site: tests check paths, not quality."""
+def shapes_teacher(category: str, seed: int, config: VGGConfig = SHAPES) -> TeacherNet:
+    """An untrained RGB teacher with both heads, described by its site: tests check paths, not quality."""
     torch.manual_seed(seed)
-    teacher = TeacherNet(teacher_specs(SHAPES, (CLASSIFICATION, SEGMENTATION)))
-    record_meaning(teacher, category, channels=3, size=16)
+    teacher = TeacherNet(teacher_specs(config, (CLASSIFICATION, SEGMENTATION)))
+    record_meaning(teacher, category, channels=3, size=config.image_size)
     return teacher
 
 
@@ -35,9 +36,10 @@ def put_module(store: ObjectStore, site: str, role: str, category: str, task: st
     return _put(store, site, role, category, task, module.spec.dumps(), weights_to_bytes(module))
 
 
-def base_net(store: ObjectStore, name: str = "site-dog", category: str = "dog", seed: int = 0) -> NetManifest:
+def base_net(store: ObjectStore, name: str = "site-dog", category: str = "dog", seed: int = 0,
+             config: VGGConfig = SHAPES) -> NetManifest:
     """Version 1: one site's category module, natively served by both of its task modules."""
-    teacher = shapes_teacher(category, seed)
+    teacher = shapes_teacher(category, seed, config)
     net = NetManifest(name)
     net.category_modules[category] = put_module(store, name, "category", category, "", teacher.category)
     for task in (CLASSIFICATION, SEGMENTATION):

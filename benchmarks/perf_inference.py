@@ -1,0 +1,173 @@
+"""Inference figures: the Predict service at 1, 8 and 32 concurrent clients against the same images
+through an in-process `TransplantPath` forward, in one run on one machine.
+
+    python -m benchmarks.perf_inference [--seconds 5] [--out benchmarks/results/perf.json]
+
+The net has the demo's shapes architecture (VGG-style, width 16, 3 stages, 32x32 RGB, both heads;
+random weights: speed does not depend on them), written into a local store as a promoted version.
+The service is a separate process (`python -m coordinator.serving serve`, default batching: 32 images,
+5 ms); clients are threads of this process, each sending one 64x64 PNG per request back to back.
+In-process: the same PNG bytes decoded and preprocessed by the same function the service uses, then
+forwarded in batches of 32 by the route's TransplantPath. Keys starting `inference_` are merged into
+perf.json; every other key there is kept.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from common.security import ClientSecurity
+from coordinator.serving.images import ImageLimits, decode
+from coordinator.serving.loader import ModuleCache, build_served
+from coordinator.store import LocalStore
+from coordinator.store.manifests import load_latest_net
+from protos.nt.v1 import predict_pb2, predict_pb2_grpc
+from tests.helpers.nets import base_net
+from transplant.architectures import CLASSIFICATION, vgg_small
+from transplant.predict import preprocessing
+from transplant.runtime import configure_threads
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DEMO_SHAPES = vgg_small(width=16, depth=3, image_size=32)
+CLIENTS = (1, 8, 32)
+
+
+def images(count: int, side: int = 64) -> list[bytes]:
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def in_process(store: LocalStore, data: list[bytes], seconds: float, batch: int = 32) -> dict[str, float]:
+    """Images per second decoding + forwarding in batches, and the forward alone."""
+    net = build_served(load_latest_net(store, "site-dog"), ModuleCache(store)).net
+    path, prep, limits = net.path("dog", CLASSIFICATION).eval(), preprocessing(net, "dog"), ImageLimits()
+    done, forward_s, started = 0, 0.0, time.perf_counter()
+    with torch.no_grad():
+        while time.perf_counter() - started < seconds:
+            chunk = [data[(done + i) % len(data)] for i in range(batch)]
+            x = torch.stack([decode(b, prep, i, limits) for i, b in enumerate(chunk)])
+            t0 = time.perf_counter()
+            path(x)
+            forward_s += time.perf_counter() - t0
+            done += batch
+    total = time.perf_counter() - started
+    return {"inference_inprocess_images_per_s": done / total, "inference_inprocess_forward_only_images_per_s":
+            done / forward_s, "inference_inprocess_batch": batch}
+
+
+def start_server(store_dir: Path) -> tuple[subprocess.Popen, str]:
+    log = store_dir.parent / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "coordinator.serving", "serve", "--store", f"local://{store_dir}",
+                             "--port", "0", "--metrics-port", "-1"], cwd=ROOT, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env={**os.environ, "TRANSPLANT_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if match := re.search(r"Predict listening on ([\d.]+:\d+)", log.read_text()):
+            return proc, match.group(1)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"the serving process did not start: {log.read_text()}")
+
+
+def through_service(address: str, data: list[bytes], clients: int, seconds: float) -> dict[str, float]:
+    """Requests (one image each) per second and latency percentiles with `clients` threads."""
+    channels = [ClientSecurity().channel(address) for _ in range(min(clients, 8))]
+    stubs = [predict_pb2_grpc.PredictStub(c) for c in channels]
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def client(i: int) -> None:
+        stub = stubs[i % len(stubs)]
+        n = i
+        while not stop.is_set():
+            request = predict_pb2.PredictRequest(category="dog", task=CLASSIFICATION, images=[data[n % len(data)]])
+            t0 = time.perf_counter()
+            try:
+                stub.Predict(request, timeout=60)
+            except Exception as exc:  # noqa: BLE001 - counted, reported
+                errors.append(str(exc))
+            latencies[i].append(time.perf_counter() - t0)
+            n += clients
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    total = time.perf_counter() - started
+    for c in channels:
+        c.close()
+    flat = np.array([x for lat in latencies for x in lat])
+    key = f"inference_service_{clients}_clients"
+    return {f"{key}_rps": len(flat) / total, f"{key}_p50_ms": float(np.percentile(flat, 50) * 1000),
+            f"{key}_p99_ms": float(np.percentile(flat, 99) * 1000), f"{key}_errors": len(errors)}
+
+
+def measure(seconds: float) -> dict[str, object]:
+    configure_threads()
+    data = images(256)
+    with tempfile.TemporaryDirectory() as tmp:
+        store_dir = Path(tmp) / "store"
+        store = LocalStore(store_dir)
+        base_net(store, config=DEMO_SHAPES)
+        figures: dict[str, object] = in_process(store, data, seconds)
+        proc, address = start_server(store_dir)
+        try:
+            through_service(address, data, 8, 1.0)  # warm-up: connections, first batches
+            for clients in CLIENTS:
+                figures.update(through_service(address, data, clients, seconds))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    figures["inference_service_over_inprocess_32_clients"] = (
+        figures["inference_service_32_clients_rps"] / figures["inference_inprocess_images_per_s"])  # type: ignore[operator]
+    figures["inference_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (
+        f"cpu, {os.cpu_count()} cores, 1 torch thread per process")
+    figures["inference_image"] = "64x64 RGB PNG, one per request; net: demo shapes (32x32 input, width 16, 3 stages)"
+    figures["inference_seconds_per_level"] = seconds
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=RESULTS / "perf.json", help="perf.json to merge the figures into")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per concurrency level")
+    args = parser.parse_args(argv)
+    figures = measure(args.seconds)
+    doc = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    doc = {k: v for k, v in doc.items() if not k.startswith("inference_")}
+    doc.update(figures)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    for key in sorted(figures):
+        print(f"{key:50s} {figures[key]}")
+    print(f"merged into {args.out}")
+
+
+if __name__ == "__main__":
+    main()
