@@ -28,6 +28,7 @@ bench: $(STAMP)
 
 bench-perf: $(STAMP)
 	$(PY) -m benchmarks.perf
+	$(PY) -m benchmarks.perf_inference  # after perf.py, which rewrites perf.json; this one merges
 
 protos: $(STAMP)
 	$(PY) -m protos.build
