@@ -1,4 +1,4 @@
-"""`python -m site_agent`: the site operator's tool (train, push, serve, run, list, delete).
+"""`python -m site_agent`: the site operator's tool (import, train, push, serve, run, list, delete).
 
 Operator errors (bad data source, missing workspace, unreachable coordinator) end with exit
 code 2 and a one-line message on stderr, never a traceback.
@@ -21,6 +21,8 @@ from site_agent.errors import SiteAgentError
 from site_agent.workspace import exists, load_info
 
 EXAMPLES = """examples:
+  python -m site_agent import --site-id acme --data folder:/data/acme:cat --weights vgg16-cat.pth \
+      --workspace ws/acme --coordinator coord.example:50051 --token-file acme.token
   python -m site_agent train --site-id site-3 --data digits:3 --workspace ws/site-3
   python -m site_agent push --workspace ws/site-3 --coordinator 127.0.0.1:50051
   python -m site_agent serve --workspace ws/site-3 --coordinator 127.0.0.1:50051 --port 50061
@@ -57,6 +59,63 @@ def _train_args(p: argparse.ArgumentParser, required: bool) -> None:
                    help=f"what the classifier learns to reject. Default per source: {NEGATIVES_HELP}")
 
 
+def _import_args(p: argparse.ArgumentParser) -> None:
+    from transplant.importing import DEFAULT_SPLIT
+
+    g = p.add_argument_group("the net to import")
+    g.add_argument("--site-id", required=True, help="this site's id, as the coordinator knows it")
+    g.add_argument("--data", required=True, metavar="SOURCE",
+                   help=f"the site's own data, to evaluate the imported net on: {SOURCE_HELP}")
+    g.add_argument("--weights", type=Path, required=True, metavar="FILE",
+                   help="the net's state dict: .safetensors, or a torch file read with torch.load(weights_only=True)."
+                        " Without --model: torchvision's VGG layout (features.N / classifier.N: vgg11..19, _bn) or "
+                        "an FCN-8s-style segmenter on that trunk (+ fc6, fc7, score_fr, score_pool4, score_pool3, "
+                        "upscore2, upscore_pool4, upscore8)")
+    g.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",
+                   help="any other net: a function of the site's own code returning the torch.nn.Module the weights "
+                        "fit; traced with torch.fx into the closed op set (other ops are refused by name)")
+    g.add_argument("--task", choices=("classification", "segmentation"),
+                   help="default: segmentation for FCN-8s weights, else classification")
+    g.add_argument("--split", default=DEFAULT_SPLIT, metavar="NODE",
+                   help=f"the node the category module ends at (default {DEFAULT_SPLIT}, as the paper)")
+    g.add_argument("--input-size", type=_size, default=(224, 224), metavar="H[xW]",
+                   help="the net's input in pixels (default 224; e.g. 320x240)")
+    g.add_argument("--keep", type=_ints, metavar="I[,J]",
+                   help="output channels: classification POSITIVE[,NEGATIVE] (the logit, or the difference of two; "
+                        "default for 2 outputs 1,0), segmentation BACKGROUND,CATEGORY (default for VOC's 21: 0 and "
+                        "the category's index)")
+    g.add_argument("--mean", type=_floats, metavar="M[,M,M]",
+                   help="per-channel mean the net was trained with (default for VGG layouts: ImageNet's)")
+    g.add_argument("--std", type=_floats, metavar="S[,S,S]", help="per-channel std (default as --mean)")
+    g.add_argument("--category", help="category name pushed to the registry (default: the data set's class)")
+    g.add_argument("--seed", type=int, default=0, help="held-out split seed (default 0)")
+    g.add_argument("--negatives", type=_names, default=None, metavar="CLASS[,CLASS...]",
+                   help=f"what counts as not the category. Default per source: {NEGATIVES_HELP}")
+    g.add_argument("--share-samples", type=int, default=0, metavar="N",
+                   help="opt in to share N labelled samples for few-shot jobs (default 0: none)")
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected H or HxW in pixels, got {text!r}")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,0; got {text!r}") from None
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.5,0.5,0.5; got {text!r}") from None
+
+
 def _names(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
@@ -64,8 +123,9 @@ def _names(text: str) -> tuple[str, ...]:
     return names
 
 
-def _coordinator_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--coordinator", required=True, metavar="HOST:PORT", help="the coordinator's gRPC address")
+def _coordinator_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--coordinator", required=required, metavar="HOST:PORT", help="the coordinator's gRPC address"
+                   + ("" if required else " (given: push after the import)"))
     p.add_argument("--retries", type=int, default=5, help="attempts while the coordinator is unavailable (default 5)")
     g = p.add_argument_group("security (default: plaintext, no token: loopback only)")
     g.add_argument("--token-file", type=Path, metavar="FILE",
@@ -144,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     _train_args(p, required=True)
     p.add_argument("--force", action="store_true", help="retrain over an existing workspace")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = sub.add_parser("import", help="turn the site's existing PyTorch net into its workspace, evaluate it on the "
+                                      "site's data, and push it when --coordinator is given")
+    _workspace_arg(p)
+    _import_args(p)
+    p.add_argument("--force", action="store_true", help="import over an existing workspace")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _coordinator_args(p, required=False)
     p = sub.add_parser("push", help="upload the category and task modules (+ shared samples)")
     _workspace_arg(p)
     _coordinator_args(p)
@@ -187,6 +254,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  held-out {task}: " + ", ".join(f"{k} {v:.2f}%" for k, v in metrics.items()))
     print(f"  E||f(I)||_F = {info.feature_norm_mean:.4f} over {info.num_images} training images"
           + (f"; sharing {info.shared_samples} labelled samples" if info.shared_samples else ""))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from site_agent.importer import ImportOptions, import_site
+
+    if exists(args.workspace) and not args.force:
+        raise SiteAgentError(f"workspace {args.workspace} already holds a net; use --force to import over it")
+    opts = ImportOptions(site_id=args.site_id, data=args.data, weights=args.weights, model=args.model, task=args.task,
+                         split=args.split, input_size=args.input_size, keep=args.keep, mean=args.mean, std=args.std,
+                         category=args.category, seed=args.seed, negatives=args.negatives,
+                         share_samples=args.share_samples)
+    info, metrics = import_site(opts, args.workspace)
+    shape = "x".join(map(str, info.architecture["input_shape"]))
+    print(f"site {info.site_id}: imported {args.weights} ({info.architecture['imported']}, input {shape}, "
+          f"split after {info.architecture['split']}) -> {args.workspace}")
+    print(f"  held-out {info.tasks[0]} on {info.data}: " + ", ".join(f"{k} {v:.2f}%" for k, v in metrics.items()))
+    if args.coordinator:
+        return cmd_push(args)
     return 0
 
 
@@ -273,7 +359,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "train": cmd_train, "push": cmd_push, "serve": cmd_serve, "run": cmd_run, "list": cmd_list, "delete": cmd_delete}
+    "train": cmd_train, "import": cmd_import, "push": cmd_push, "serve": cmd_serve, "run": cmd_run, "list": cmd_list, "delete": cmd_delete}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

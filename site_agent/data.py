@@ -65,15 +65,22 @@ def check_options(text: str, **given: object) -> None:
             raise SiteAgentError(f"{flag} does not apply to {kind}: sources (only {', '.join(OPTION_KINDS[name])})")
 
 
-def load_source(text: str, size: int = 32, seed: int = 0, n_train: int | None = None,
+def load_source(text: str, size: int | tuple[int, int] = 32, seed: int = 0, n_train: int | None = None,
                 n_test: int | None = None, negatives: tuple[str, ...] | None = None) -> CategoryDataset:
-    """The CategoryDataset behind a source string; data-layer errors become SiteAgentError."""
+    """The CategoryDataset behind a source string; data-layer errors become SiteAgentError. `size`: a side,
+    or (H, W) for the image sources (folder, voc); generated sources are square."""
     src = parse_source(text)
     check_options(text, n_train=n_train, n_test=n_test, negatives=negatives)
+    if not isinstance(size, int):
+        if src.kind in ("digits", "shapes") and size[0] != size[1]:
+            raise SiteAgentError(f"{src.kind}: sources are square; got an input of {size[0]}x{size[1]}")
+        size = size[0] if src.kind in ("digits", "shapes") else (int(size[0]), int(size[1]))
     try:
         if src.kind == "digits":
+            assert isinstance(size, int)
             return load_digits_category(src.category, seed=seed, size=size)
         if src.kind == "shapes":
+            assert isinstance(size, int)
             return load_shapes_category(src.category, n_train=n_train or 1000, n_test=n_test or 400, seed=seed,
                                         size=size, negatives=negatives)
         assert src.path is not None  # parse_source gives folder and voc sources a path

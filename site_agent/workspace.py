@@ -10,12 +10,15 @@ The held-out split is never written here: it is reloaded from the data source an
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 import common.samples
 from transplant.data import CategoryDataset, Split
@@ -51,6 +54,15 @@ class SiteInfo:
     n_test: int | None = 400
     negatives: list[str] | None = None  # what the classifier was trained to reject (None: the source's default)
     created: float = field(default_factory=time.time)
+    # imported nets (`site_agent import`): [H, W] when not [size, size], and the per-channel normalisation the
+    # net was trained with; every reader of the site's data (evaluation, shared samples) feeds it that way
+    input_size: list[int] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return (self.input_size[0], self.input_size[1]) if self.input_size else (self.size, self.size)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": SITE_FORMAT, **asdict(self)}
@@ -85,11 +97,17 @@ def exists(directory: Path | str) -> bool:
 
 
 def save_workspace(directory: Path | str, info: SiteInfo, net: TeacherNet, samples: Split | None = None) -> Path:
+    return save_modules(directory, info, net.category, {t: net.task_module(t) for t in info.tasks}, samples)
+
+
+def save_modules(directory: Path | str, info: SiteInfo, category: SpecModule, tasks: dict[str, SpecModule],
+                 samples: Split | None = None) -> Path:
+    """The workspace of a trained or imported net; site.json last, so its presence means complete."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_module(net.category, directory / "category")
+    save_module(category, directory / "category")
     for task in info.tasks:
-        save_module(net.task_module(task), directory / "tasks" / task)
+        save_module(tasks[task], directory / "tasks" / task)
     if samples is not None and len(samples):
         (directory / SAMPLES_FILE).write_bytes(samples_to_bytes(samples))
         info.shared_samples = len(samples)
@@ -175,11 +193,22 @@ def load_samples(directory: Path | str) -> Split | None:
 
 
 def load_dataset(info: SiteInfo) -> CategoryDataset:
-    """Reload the data from its source; same source, size and seed give the same held-out split."""
+    """Reload the data from its source; same source, size and seed give the same held-out split, fed as the
+    site's net reads it (an imported net's normalisation applied)."""
     shapes = parse_source(info.data).kind == "shapes"  # older workspaces record n_train/n_test for every source
-    return load_source(info.data, size=info.size, seed=info.seed, n_train=info.n_train if shapes else None,
-                       n_test=info.n_test if shapes else None,
-                       negatives=tuple(info.negatives) if info.negatives else None)
+    dataset = load_source(info.data, size=info.hw if info.input_size else info.size, seed=info.seed,
+                          n_train=info.n_train if shapes else None, n_test=info.n_test if shapes else None,
+                          negatives=tuple(info.negatives) if info.negatives else None)
+    if info.mean is None and info.std is None:
+        return dataset
+    return dataclasses.replace(dataset, train=normalise(dataset.train, info), test=normalise(dataset.test, info))
+
+
+def normalise(split: Split, info: SiteInfo) -> Split:
+    channels = split.images.shape[1]
+    mean = torch.tensor(info.mean or [0.0] * channels).reshape(1, -1, 1, 1)
+    std = torch.tensor(info.std or [1.0] * channels).reshape(1, -1, 1, 1)
+    return Split((split.images - mean) / std, split.labels, split.masks)
 
 
 def eval_split(info: SiteInfo) -> Split:
@@ -201,5 +230,5 @@ def config_dict(obj: Any) -> dict[str, Any]:
 
 
 __all__ = ["ModuleFile", "SiteInfo", "category_sha256", "config_dict", "eval_split", "exists", "load_dataset",
-           "load_info", "load_pushed", "load_samples", "load_spec_module", "module_files", "samples_from_bytes",
-           "samples_spec", "samples_to_bytes", "save_pushed", "save_workspace"]
+           "load_info", "load_pushed", "load_samples", "load_spec_module", "module_files", "normalise",
+           "samples_from_bytes", "samples_spec", "samples_to_bytes", "save_modules", "save_pushed", "save_workspace"]

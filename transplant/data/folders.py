@@ -44,17 +44,24 @@ def preprocess_image(im: Image.Image, channels: int = 3, size: tuple[int, int] |
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _read_image(path: Path, size: int) -> np.ndarray:
-    """RGB float32 [3, size, size] in [0, 1]; every source becomes 3 channels so nets can be shared."""
+Size = int | tuple[int, int]  # a side, or (H, W) for non-square nets
+
+
+def _hw(size: Size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _read_image(path: Path, size: Size) -> np.ndarray:
+    """RGB float32 [3, H, W] in [0, 1]; every source becomes 3 channels so nets can be shared."""
     with Image.open(path) as im:
         return preprocess_image(im, 3, size)
 
 
-def _stack(images: list[np.ndarray], size: int) -> torch.Tensor:
-    return torch.from_numpy(np.stack(images)) if images else torch.zeros(0, 3, size, size)
+def _stack(images: list[np.ndarray], size: Size) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)) if images else torch.zeros(0, 3, *_hw(size))
 
 
-def load_image_folder(root: str | Path, category: str, size: int = 32, seed: int = 0,
+def load_image_folder(root: str | Path, category: str, size: Size = 32, seed: int = 0,
                       test_fraction: float = 0.3, negatives: Sequence[str] | None = None) -> CategoryDataset:
     """`root/<class>/*.png|jpg` as binary "category vs negatives" with a balanced test set.
 
@@ -107,8 +114,8 @@ def voc_class_index(category: int | str) -> int:
     return idx
 
 
-def _read_voc_mask(path: Path, image_size: tuple[int, int], cls: int, size: int) -> np.ndarray:
-    """Binary int64 [size, size]: 1 where the pixel is `cls`; void (255) counts as background."""
+def _read_voc_mask(path: Path, image_size: tuple[int, int], cls: int, size: Size) -> np.ndarray:
+    """Binary int64 [H, W]: 1 where the pixel is `cls`; void (255) counts as background."""
     with Image.open(path) as im:
         if im.mode not in ("P", "L"):
             raise ValueError(f"mask {path} has mode {im.mode}: expected a palette (P) or greyscale (L) PNG "
@@ -117,10 +124,11 @@ def _read_voc_mask(path: Path, image_size: tuple[int, int], cls: int, size: int)
             (w, h), (iw, ih) = im.size, image_size
             raise ValueError(f"mask {path} is {w}x{h} but its image is {iw}x{ih}")
         # nearest neighbour: class indices must not be blended
-        return (np.asarray(im.resize((size, size), Image.Resampling.NEAREST)) == cls).astype(np.int64)
+        height, width = _hw(size)
+        return (np.asarray(im.resize((width, height), Image.Resampling.NEAREST)) == cls).astype(np.int64)
 
 
-def load_voc_split(root: str | Path, category: int | str, split: str = "train", size: int = 32) -> Split:
+def load_voc_split(root: str | Path, category: int | str, split: str = "train", size: Size = 32) -> Split:
     """All images listed in `ImageSets/Segmentation/<split>.txt`; label 1 if the class is present."""
     root = Path(root)
     cls = voc_class_index(category)
@@ -146,7 +154,7 @@ def load_voc_split(root: str | Path, category: int | str, split: str = "train", 
     return Split(_stack(images, size), labels, mask_t)
 
 
-def load_voc_folder(root: str | Path, category: int | str, size: int = 32, seed: int = 0,
+def load_voc_folder(root: str | Path, category: int | str, size: Size = 32, seed: int = 0,
                     train_split: str = "train", test_split: str = "val") -> CategoryDataset:
     """Binary "category vs rest" with masks: train from `train_split`, balanced test from `test_split`.
 
