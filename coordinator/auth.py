@@ -17,6 +17,7 @@ import grpc
 
 from common.bearer import ADMIN_TOKEN_ENV, METADATA_KEY, SCHEME, bearer_token, read_token  # noqa: F401
 from common.guard import ADMIN, CLIENT, SITE, Caller, current_caller, guard
+from common.patterns import ADAPTER, CATEGORY, SAMPLES, TASK
 # re-exported: coordinator modules still call these as auth.<name> (server.py, admin.py)
 from common.security import PLAINTEXT, ClientSecurity, is_loopback, server_credentials  # noqa: F401
 from coordinator.tokens import TokenTable
@@ -52,6 +53,26 @@ def check_site(site_id: str, what: str = "act") -> None:
     caller = current_caller()
     if caller is not None and caller.role == SITE and caller.name != site_id:
         raise PermissionDenied(f"site {caller.name!r} may not {what} for site {site_id!r}")
+
+
+# What a caller may download besides its own site's modules (the download policy): a site needs the generic
+# site's task modules and the coordinator's adapters to evaluate a job; nobody but the owning site needs its
+# category module; shared samples are read only by their site and the coordinator's own training (straight
+# from the store, never over this RPC), so not by admins either.
+SITE_READS_OTHERS = frozenset({TASK, ADAPTER})
+ADMIN_READS = frozenset({CATEGORY, TASK, ADAPTER})
+
+
+def check_download(owner: str, role: str) -> None:
+    """Raises PermissionDenied unless the caller may read a module of site `owner` with `role`."""
+    caller = current_caller()
+    if caller is None or (caller.role == SITE and (caller.name == owner or role in SITE_READS_OTHERS)):
+        return
+    if caller.role == ADMIN and role in ADMIN_READS:
+        return
+    what = "shared samples" if role == SAMPLES else f"{role} modules"
+    raise PermissionDenied(f"{caller} may not download {what} of site {owner!r}"
+                           + (": samples are read only by their site and the coordinator" if role == SAMPLES else ""))
 
 
 def check_site_context(context: grpc.ServicerContext, site_id: str, what: str = "act") -> None:
@@ -101,4 +122,4 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
 
 __all__ = ["ADMIN", "ADMIN_TOKEN_ENV", "CLIENT", "METHOD_ROLES", "SITE", "AuthInterceptor", "Caller", "PermissionDenied",
-           "TokenTable", "check_site", "check_site_context", "current_caller", "roles_for"]
+           "TokenTable", "check_download", "check_site", "check_site_context", "current_caller", "roles_for"]

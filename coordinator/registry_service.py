@@ -117,6 +117,10 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable: {exc}")
         if record is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no module {request.module_id!r}")
+        try:
+            auth.check_download(record.site_id, record.role)  # the download policy, one place: coordinator.auth
+        except auth.PermissionDenied as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         size = min(request.chunk_size or CHUNK_SIZE, MAX_CHUNK_SIZE)
         try:
             pieces = self.store.open_blob(record.sha256, size)

@@ -9,10 +9,12 @@ from concurrent import futures
 
 import grpc
 import pytest
+import torch
 
 from common.bearer import SITE_TOKEN_ENV, hash_token
 from common.guard import ADMIN, RequireTokenInterceptor, SITE
 from common.registry_client import download, make_header, upload
+from common.samples import samples_to_bytes
 from common.security import ClientSecurity, PLAINTEXT
 from coordinator import auth
 from coordinator.__main__ import main as coordinator_main
@@ -109,9 +111,9 @@ def test_site_role(world) -> None:
     assert {m.site_id for m in calls["List"]().modules} == {"site-a"}
     assert calls["Ping"]().ok
     assert calls["Delete"]().deleted is False
-    # a site may download what it needs to evaluate: others' modules too
-    info, _ = calls["Download"]()
-    assert info.site_id == "site-b"
+    # a site may download what it needs to evaluate: another site's task module, never its category module
+    assert download(a.registry, ids["site-b"][1])[0].site_id == "site-b"
+    assert code_of(calls["Download"]) == DENIED
     # ... but never act for another site
     others = dict(every_call(a, ids["site-b"][0], "site-b"))
     for name in ("Upload", "List", "Ping"):
@@ -126,6 +128,28 @@ def test_site_role(world) -> None:
     # no site id: only its own modules
     assert {m.site_id for m in a.registry.List(registry_pb2.ListModulesRequest()).modules} == {"site-a"}
     assert download(world["c"]["site-b"].registry, ids["site-b"][0])[0].site_id == "site-b"  # still there
+
+
+def test_download_policy(world) -> None:
+    """Own modules: always; another site's task modules (the generic ones a job evaluates with): yes; another
+    site's category module or shared samples: PERMISSION_DENIED; samples: not even for an admin."""
+    c, ids = world["c"], world["ids"]
+    samples = samples_to_bytes(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]))
+    shared = upload(c["site-b"].registry, make_header("site-b", "3", common_pb2.SAMPLES, samples), samples).module_id
+    assert download(c["site-b"].registry, shared)[1] == samples  # its owner
+    for who, module, allowed in (("site-a", shared, False), ("admin", shared, False),
+                                 ("site-a", ids["site-b"][0], False), ("site-a", ids["site-b"][1], True),
+                                 ("site-a", ids["site-a"][0], True), ("admin", ids["site-b"][0], True),
+                                 ("admin", ids["site-b"][1], True)):
+        if allowed:
+            assert download(c[who].registry, module)[0].module_id == module, (who, module)
+        else:
+            with pytest.raises(grpc.RpcError) as err:
+                download(c[who].registry, module)
+            assert err.value.code() == DENIED, (who, module)
+            assert ("samples are read only by their site and the coordinator" in err.value.details()) == (
+                module == shared)
+    assert code_of(lambda: download(c["site-a"].registry, "site-b-nothing")) == grpc.StatusCode.NOT_FOUND
 
 
 def test_admin_role(world) -> None:
@@ -210,7 +234,7 @@ def _plan() -> JobPlan:
                           spec_json="{}", sha256="0" * 64, size_bytes=1)
     task = ModuleRecord(module_id="t", site_id="site-a", category="3", role="task", task=TASK,
                         spec_json="{}", sha256="1" * 64, size_bytes=1)
-    return JobPlan("job-x", "local:///nowhere", JobConfig(TASK), "site-a", record, task, task, record)
+    return JobPlan("job-x", "local:///nowhere", JobConfig.create(TASK), "site-a", record, task, task, record)
 
 
 def test_site_requires_the_coordinators_token(tmp_path) -> None:
