@@ -53,7 +53,7 @@ def step_ratios(net, data, repeats: int) -> dict[str, float]:
     double-backward reference vs the fast path (same draws)."""
     task = net.task_module(CLASSIFICATION)
     subset = data.train.subset(64, seed=0)
-    config = JobConfig(task=CLASSIFICATION, adapter_layers=1, kernel_size=3, reorder=True)
+    config = JobConfig.create(task=CLASSIFICATION, adapter_layers=1, kernel_size=3, reorder=True)
     problem = make_problem(config, net.category, task, task, 1.0, Samples(subset.images, subset.labels))
     generator = torch.Generator().manual_seed(0)
     train = TrainConfig(method="back_distill", solver="iterative")
@@ -100,7 +100,7 @@ def solver_comparison(categories: list[int], size: int, width: int, steps: int) 
     for category in categories:
         net, data = digits_teacher(category, size, width)
         task = net.task_module(CLASSIFICATION)
-        config = JobConfig(task=CLASSIFICATION, adapter_layers=1, kernel_size=3, reorder=True)
+        config = JobConfig.create(task=CLASSIFICATION, adapter_layers=1, kernel_size=3, reorder=True)
         problem = make_problem(config, net.category, task, task, 1.0)
         for solver in errors:
             result = train_adapter(problem, TrainConfig(steps=steps, solver=solver))

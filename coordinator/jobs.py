@@ -53,7 +53,7 @@ class JobPlan:
 
     def for_method(self, method: str) -> JobPlan:
         """The plan of one candidate: the same job and modules, trained with `method`."""
-        return replace(self, config=replace(self.config, method=method), candidates=())
+        return replace(self, config=self.config.with_method(method), candidates=())
 
     @property
     def blobs(self) -> tuple[str, ...]:

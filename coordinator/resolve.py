@@ -38,7 +38,7 @@ def _find(records: list[ModuleRecord], role: str, category: str | None, task: st
 
 def job_config(spec: control_pb2.TransplantJobSpec) -> JobConfig:
     method = spec.method if spec.method not in ("", AUTO) else "back_distill"  # auto: set per candidate
-    return JobConfig(task=spec.task, method=method, adapter_layers=spec.adapter.layers or 1,
+    return JobConfig.create(task=spec.task, method=method, adapter_layers=spec.adapter.layers or 1,
                      kernel_size=spec.adapter.kernel_size or 1, reorder=spec.adapter.reorder,
                      steps=spec.steps or DEFAULT_STEPS, seed=spec.seed)
 

@@ -5,12 +5,13 @@ optional few labelled samples of the few-shot setting.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
 from transplant.adapter import AdapterConfig
-from transplant.methods import DistillSettings, Samples, TrainConfig, TransplantProblem
+from transplant.methods import Samples, TrainConfig, TransplantProblem
 from transplant.methods.base import Progress
 from transplant.spec.build import SpecModule
 from transplant.spec.shapes import infer_shapes
@@ -19,16 +20,35 @@ from transplant.trainer import TrainResult, train_adapter
 
 @dataclass(frozen=True)
 class JobConfig:
-    task: str                      # "classification" | "segmentation"
-    method: str = "back_distill"
+    """What one job learns: the task, the adapter's shape and how it is trained (one TrainConfig, not a copy)."""
+
+    task: str                      # a registered task type ("classification", "segmentation")
     adapter_layers: int = 1
     kernel_size: int = 1
     reorder: bool = False          # a random channel permutation (the paper's test protocol)
-    steps: int = 600
-    lr: float = 1e-3
-    seed: int = 0
-    solver: str = "auto"           # back_distill: "lstsq" one-shot where data-free with 1 layer, else iterative
-    distill: DistillSettings = field(default_factory=DistillSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def create(cls, task: str, adapter_layers: int = 1, kernel_size: int = 1, reorder: bool = False,
+               **train: Any) -> JobConfig:
+        """Keyword form: everything but the adapter's shape goes to the TrainConfig (method, steps, lr, ...)."""
+        return cls(task, adapter_layers, kernel_size, reorder, TrainConfig(**train))
+
+    def with_method(self, method: str) -> JobConfig:
+        return replace(self, train=replace(self.train, method=method))
+
+    # the TrainConfig's fields most callers read, read through (they are set only on `train`)
+    @property
+    def method(self) -> str:
+        return self.train.method
+
+    @property
+    def steps(self) -> int:
+        return self.train.steps
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
 
 
 def beta_from_stats(generic_feature_norm: float, new_feature_norm: float) -> float:
@@ -59,6 +79,4 @@ def make_problem(config: JobConfig, category_module: SpecModule, teacher_task: S
 
 def run_job(config: JobConfig, problem: TransplantProblem, progress: Progress | None = None,
             should_stop=None) -> TrainResult:
-    train = TrainConfig(method=config.method, steps=config.steps, lr=config.lr, seed=config.seed,
-                        solver=config.solver, distill=config.distill)
-    return train_adapter(problem, train, progress=progress, should_stop=should_stop)
+    return train_adapter(problem, config.train, progress=progress, should_stop=should_stop)

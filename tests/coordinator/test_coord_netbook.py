@@ -25,7 +25,7 @@ def record(site: str, role: str, category: str, task: str = "") -> ModuleRecord:
 
 
 def plan(job: str, teacher: str, category: str, generic: str, generic_category: str, task: str = CLS) -> JobPlan:
-    return JobPlan(job_id=job, store_url="", config=JobConfig(task=task, adapter_layers=2, kernel_size=3),
+    return JobPlan(job_id=job, store_url="", config=JobConfig.create(task=task, adapter_layers=2, kernel_size=3),
                    teacher_site_id=teacher, category=record(teacher, "category", category),
                    teacher_task=record(teacher, "task", category, task),
                    generic_task=record(generic, "task", generic_category, task),

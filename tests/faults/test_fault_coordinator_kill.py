@@ -40,7 +40,7 @@ def _claimed(ledger: Ledger, category: str, value: float) -> tuple[str, Proposal
     assert ledger.transition(job.id, "RUNNING") and ledger.transition(job.id, EVALUATING)
     record = lambda site, role, cat, task="": ModuleRecord(f"{site}-{role}-{cat}", site, cat, role, task, "{}",  # noqa: E731
                                                            "0" * 64, 1, feature_norm_mean=1.0)
-    plan = JobPlan(job.id, "", JobConfig(TASK), "site-t", record("site-t", "category", category),
+    plan = JobPlan(job.id, "", JobConfig.create(TASK), "site-t", record("site-t", "category", category),
                    record("site-t", "task", category, TASK), record("site-g", "task", "0", TASK),
                    record("site-g", "category", "0"))
     adapter = TrainedAdapter("back_distill", f"coordinator-adapter-{category}", "1" * 64, 1, "{}", 5, 0.1)

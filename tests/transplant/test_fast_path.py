@@ -22,7 +22,7 @@ def test_fast_path_equals_double_backward(task, mode, layers, kernel):
     specs = teacher_specs(vgg_small(width=4, depth=4, image_size=32, in_channels=3))
     teacher, student = build_module(specs.tasks[task]), build_module(specs.tasks[task])
     category = build_module(specs.category)
-    config = JobConfig(task=task, adapter_layers=layers, kernel_size=kernel, reorder=True)
+    config = JobConfig.create(task=task, adapter_layers=layers, kernel_size=kernel, reorder=True)
     problem = make_problem(config, category, teacher, student, beta=0.8)
     pool = PseudoGradientPool(teacher, student, task, DistillSettings(g_mode=mode, pool_size=4, p_ones=0.5),
                               torch.Generator().manual_seed(1))

@@ -31,7 +31,7 @@ def test_registry_knows_every_method():
 @pytest.mark.parametrize("method", ["direct_learn", "distill", "jacobian", "lstsq"])
 def test_methods_that_need_labels_refuse_zero_samples(method, digits_teacher):
     net, data, _ = digits_teacher
-    config = JobConfig(task=CLASSIFICATION, method=method, steps=5)
+    config = JobConfig.create(task=CLASSIFICATION, method=method, steps=5)
     with pytest.raises(ValueError, match="needs labelled samples"):
         run_job(config, problem_for(net, data, config))
 
@@ -40,7 +40,7 @@ def test_methods_that_need_labels_refuse_zero_samples(method, digits_teacher):
 def test_each_method_trains_only_the_adapter_and_is_deterministic(method, digits_teacher):
     net, data, _ = digits_teacher
     frozen_before = state_hash(net)
-    config = JobConfig(task=CLASSIFICATION, method=method, adapter_layers=1, kernel_size=3, reorder=True,
+    config = JobConfig.create(task=CLASSIFICATION, method=method, adapter_layers=1, kernel_size=3, reorder=True,
                        steps=40, seed=3)
     first = run_job(config, problem_for(net, data, config, samples=20))
     second = run_job(config, problem_for(net, data, config, samples=20))
@@ -54,7 +54,7 @@ def test_each_method_trains_only_the_adapter_and_is_deterministic(method, digits
 
 def test_lstsq_stitching_undoes_a_reorder_in_closed_form(digits_teacher):
     net, data, teacher_error = digits_teacher
-    config = JobConfig(task=CLASSIFICATION, method="lstsq", adapter_layers=1, kernel_size=1, reorder=True)
+    config = JobConfig.create(task=CLASSIFICATION, method="lstsq", adapter_layers=1, kernel_size=1, reorder=True)
     problem = problem_for(net, data, config, samples=20)
     result = run_job(config, problem)
     error = evaluate_adapter(problem, result.adapter, data.test.images, data.test.labels)["error_rate"]
@@ -65,7 +65,7 @@ def test_progress_callback_and_cancellation(digits_teacher):
     from transplant.trainer import Cancelled
 
     net, data, _ = digits_teacher
-    config = JobConfig(task=CLASSIFICATION, steps=20, solver="iterative")
+    config = JobConfig.create(task=CLASSIFICATION, steps=20, solver="iterative")
     seen = []
     run_job(config, problem_for(net, data, config), progress=lambda step, total, parts: seen.append((step, total)))
     assert seen[0] == (1, 20) and seen[-1] == (20, 20)

@@ -31,7 +31,7 @@ def _error(problem, adapter, data) -> float:
 def test_data_free_stitching_undoes_a_reorder_inside_one_net(method, kernel, digits_teacher):
     """Exp.1's protocol: f and g_T of one teacher, an unknown channel order between them, no samples."""
     net, data, teacher_error = digits_teacher
-    config = JobConfig(task=CLASSIFICATION, method=method, adapter_layers=1, kernel_size=kernel, reorder=True)
+    config = JobConfig.create(task=CLASSIFICATION, method=method, adapter_layers=1, kernel_size=kernel, reorder=True)
     problem = _problem(net, config)
     result = run_job(config, problem)
     assert result.steps == 0
@@ -58,7 +58,7 @@ def test_weight_match_finds_a_hidden_permutation_between_two_nets(digits_teacher
     perms = match_channels(conv_chain(net.category), conv_chain(other.category))
     assert torch.equal(perms[-1], torch.argsort(perm))   # net's channel a is other's channel argsort(perm)[a]
     # transplant the permuted copy's category module into the original's task module, data-free
-    config = JobConfig(task=CLASSIFICATION, method="weight_match")
+    config = JobConfig.create(task=CLASSIFICATION, method="weight_match")
     problem = make_problem(config, other.category, other.task_module(CLASSIFICATION),
                            net.task_module(CLASSIFICATION), beta=1.0, generic_category_module=net.category)
     adapter = run_job(config, problem).adapter
@@ -74,7 +74,7 @@ def test_weight_match_refuses_different_architectures(digits_teacher, second_dig
 
 def test_identity_passes_the_reordered_features_through(digits_teacher):
     net, data, _ = digits_teacher
-    config = JobConfig(task=CLASSIFICATION, method="identity", adapter_layers=3, reorder=True)
+    config = JobConfig.create(task=CLASSIFICATION, method="identity", adapter_layers=3, reorder=True)
     adapter = run_job(config, _problem(net, config)).adapter
     x = net.category(data.test.images[:8])
     assert torch.allclose(adapter(x), adapter.pre(x), atol=1e-6)
@@ -83,7 +83,7 @@ def test_identity_passes_the_reordered_features_through(digits_teacher):
 def test_hybrid_starts_from_the_best_data_free_solution(digits_teacher):
     net, data, teacher_error = digits_teacher
     sub = data.train.subset(20, seed=0)
-    config = JobConfig(task=CLASSIFICATION, method="hybrid", adapter_layers=1, reorder=True, steps=30)
+    config = JobConfig.create(task=CLASSIFICATION, method="hybrid", adapter_layers=1, reorder=True, steps=30)
     problem = _problem(net, config, Samples(sub.images, sub.labels))
     method = METHODS["hybrid"](problem, config, torch.Generator().manual_seed(0))
     adapter = Adapter(problem.adapter_config)

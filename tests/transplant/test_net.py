@@ -59,7 +59,7 @@ def test_adding_a_category_never_changes_existing_modules_bit_for_bit(digits_tea
     x = data.test.images[:8]
     out_before = net(x, "digit3", CLASSIFICATION)
 
-    config = JobConfig(task=CLASSIFICATION, adapter_layers=1, kernel_size=1, steps=30)
+    config = JobConfig.create(task=CLASSIFICATION, adapter_layers=1, kernel_size=1, steps=30)
     problem = make_problem(config, newcomer.category, newcomer.task_module(CLASSIFICATION),
                            net.tasks[CLASSIFICATION], beta=1.0)
     adapter = run_job(config, problem).adapter  # learning touches only the adapter
