@@ -50,8 +50,8 @@ def gap_colour(behind: float | None, gate: float, tint: float = 0.45) -> str:
     that black text on it stays readable in the HTML tables."""
     if behind is None:
         return "#dddddd"
-    rgb = plt.get_cmap(GAP_CMAP)(min(max(behind, 0.0), gate) / gate)[:3]
-    return matplotlib.colors.to_hex([c * (1 - tint) + tint for c in rgb])
+    r, g, b = plt.get_cmap(GAP_CMAP)(min(max(behind, 0.0), gate) / gate)[:3]
+    return matplotlib.colors.to_hex((r * (1 - tint) + tint, g * (1 - tint) + tint, b * (1 - tint) + tint))
 
 
 def quality_matrix(entries, path: Path, gates: dict[str, float] | None = None) -> Path:
