@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m transplant.cli bench all --workers 2
+	$(PY) -m benchmarks.paper bench all --workers 2
 
 bench-perf: $(STAMP)
 	$(PY) -m benchmarks.perf

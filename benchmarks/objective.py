@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from transplant.experiments.runner import Context, exp2_cases
-from transplant.experiments.settings import FULL
+from benchmarks.paper.cases import Context, exp2_cases
+from benchmarks.paper.settings import FULL
 from transplant.job import JobConfig, make_problem, run_job
 from transplant.methods import DistillSettings
 from transplant.methods.back_distill import distill_term
@@ -28,14 +28,14 @@ from transplant.trainer import evaluate_adapter
 
 def measure(case, layers: int, seed: int) -> list[dict]:
     settings = DistillSettings(g_mode="enlarged")
-    config = JobConfig(task=case.task, adapter_layers=layers, reorder=True, steps=200, seed=seed, distill=settings)
+    config = JobConfig.create(task=case.task, adapter_layers=layers, reorder=True, steps=200, seed=seed, distill=settings)
     problem = make_problem(config, case.category_module, case.teacher_task, case.generic_task, case.beta, None,
                            case.generic_category_module, same_net=False)
     pool = PseudoGradientPool(problem.teacher_task, problem.student_task, problem.task, settings,
                               torch.Generator().manual_seed(1000 + seed))
     out = []
     for method in ("identity", "weight_match", "probe_stitch", "back_distill"):
-        adapter = run_job(dataclasses.replace(config, method=method), problem).adapter
+        adapter = run_job(config.with_method(method), problem).adapter
         with torch.no_grad():
             objective = float(distill_term(adapter, pool, pool.student_grads, pool.teacher_grads))
         error = evaluate_adapter(problem, adapter, case.test.images, case.test.labels)["error_rate"]

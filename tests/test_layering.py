@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FORBIDDEN = {  # package -> top-level packages it must never import
-    "site_agent": {"coordinator", "demo"},
-    "coordinator": {"site_agent", "demo"},
-    "common": {"coordinator", "site_agent", "demo", "transplant"},
-    "transplant": {"coordinator", "site_agent", "demo", "common"},
+FORBIDDEN = {  # package -> top-level packages it must never import (benchmarks/: harnesses on top of all)
+    "site_agent": {"coordinator", "demo", "benchmarks"},
+    "coordinator": {"site_agent", "demo", "benchmarks"},
+    "common": {"coordinator", "site_agent", "demo", "transplant", "benchmarks"},
+    "transplant": {"coordinator", "site_agent", "demo", "common", "benchmarks"},
 }
 
 

@@ -1,4 +1,4 @@
-"""`transplant bench --quick` end to end: rows, report, plots, the teacher IoU gate and the below-gate rerun."""
+"""`python -m benchmarks.paper bench --quick` end to end: rows, report, plots, the teacher IoU gate and the below-gate rerun."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from transplant.architectures import CLASSIFICATION, teacher_specs, vgg_small
-from transplant.cli import main
-from transplant.experiments.bench import bench, bench_parallel, split_work
-from transplant.experiments.runner import Context, shapes_base
-from transplant.experiments.settings import EXPERIMENTS, QUICK, REGIMES
+from benchmarks.paper.cli import main
+from benchmarks.paper.bench import bench, bench_parallel, split_work
+from benchmarks.paper.cases import Context, shapes_base
+from benchmarks.paper.settings import EXPERIMENTS, QUICK, REGIMES
 from transplant.methods import METHODS
-from transplant.experiments.teachers import Teacher, cached
+from benchmarks.paper.teachers import Teacher, cached
 from transplant.spec.build import build_module
 
 pytestmark = pytest.mark.slow

@@ -1,8 +1,9 @@
-"""`transplant bench`: teachers (cached), every method in every cell, rows, report and plots."""
+"""`python -m benchmarks.paper bench`: teachers (cached), every method in every cell, rows, report and plots."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,9 +12,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from transplant.experiments.report import plot_curves, plot_pca, save_json, write_report
-from transplant.experiments.runner import Context, run_experiments
-from transplant.experiments.settings import EXPERIMENTS, FULL, QUICK, Settings
+from benchmarks.paper.report import plot_curves, plot_pca, save_json, write_report
+from benchmarks.paper.cases import Context
+from benchmarks.paper.runner import run_experiments
+from benchmarks.paper.settings import EXPERIMENTS, FULL, QUICK, Settings
 from transplant.runtime import configure_threads
 
 CHOICES = [
@@ -209,7 +211,7 @@ def split_work(experiments: tuple[str, ...], workers: int) -> list[tuple[str, ..
 
 def bench_parallel(experiments: tuple[str, ...], out: Path, workers: int, child_args: list[str],
                    command: str = "") -> dict:
-    """Run groups of experiments as separate `transplant bench` processes (one per core), then merge.
+    """Run groups of experiments as separate `benchmarks.paper bench` processes (one per core), then merge.
     Teachers are shared through the cache (a lock per teacher: nobody trains one twice)."""
     start = time.perf_counter()
     parts, procs = [], []
@@ -217,9 +219,9 @@ def bench_parallel(experiments: tuple[str, ...], out: Path, workers: int, child_
         part = out / "parts" / str(k)
         part.mkdir(parents=True, exist_ok=True)
         log = (part / "log.txt").open("w")
-        cmd = [sys.executable, "-m", "transplant.cli", "bench", *group, "--out", str(part), *child_args]
+        cmd = [sys.executable, "-m", "benchmarks.paper", "bench", *group, "--out", str(part), *child_args]
         print(f"worker {k}: {' '.join(group)} (log: {part / 'log.txt'})", flush=True)
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_worker_env()), log))
         parts.append(part)
     with tqdm(desc="result rows (all workers)", unit="row", dynamic_ncols=True) as bar:
         while any(p.poll() is None for p, _ in procs):
@@ -239,6 +241,13 @@ def bench_parallel(experiments: tuple[str, ...], out: Path, workers: int, child_
             tail = "\n".join((part / "log.txt").read_text(errors="replace").splitlines()[-20:])
             raise RuntimeError(f"bench worker {part} failed with exit code {code}:\n{tail}")
     return merge(parts, out, command, wall_seconds=time.perf_counter() - start)
+
+
+def _worker_env() -> dict[str, str]:
+    """The harness is not installed: workers find `benchmarks` through the repository root."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
 
 
 def _rows_written(part: Path) -> int:

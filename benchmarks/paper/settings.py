@@ -1,4 +1,4 @@
-"""What `transplant bench` runs: sizes, steps, categories, seeds (full grid and the --quick subset)."""
+"""What `python -m benchmarks.paper bench` runs: sizes, steps, categories, seeds (full grid and the --quick subset)."""
 from __future__ import annotations
 
 import dataclasses
