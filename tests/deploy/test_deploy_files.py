@@ -45,6 +45,7 @@ PARSER_BUILDERS = {
     "coordinator": ("coordinator.__main__", "build_parser"),
     "site_agent": ("site_agent.cli", "build_parser"),
     "coordinator.admin": ("coordinator.admin", "build_parser"),
+    "coordinator.serving": ("coordinator.serving.cli", "build_parser"),
 }
 # Flags whose value is a file or folder inside the container: it must lie on a mount.
 PATH_FLAGS = {"--state-dir", "--workspace", "--auth-file", "--coordinator-token-file", "--token-file",
@@ -264,7 +265,7 @@ def _doc_invocations() -> list[tuple[str, str, list[str]]]:
     files = [DEPLOY / "README.md", DEPLOY / "secrets" / "README.md", MAKE_SECRETS, ENTRYPOINT]
     for path in files:
         text = path.read_text().replace("\\\n", " ")
-        for m in re.finditer(r"-m (coordinator\.admin|coordinator|site_agent)\b([^\n`|;)]*)", text):
+        for m in re.finditer(r"-m (coordinator\.admin|coordinator\.serving|coordinator|site_agent)\b([^\n`|;)]*)", text):
             argv = m.group(2).split()
             out.append((f"{path.relative_to(ROOT)}: {m.group(0).strip()[:60]}", m.group(1), argv))
     return out
@@ -306,6 +307,7 @@ def test_entrypoint_roles_run_the_project_clis():
     assert roles["coordinator"] == ["python", "-m", "coordinator"]
     assert roles["site"] == ["python", "-m", "site_agent"]
     assert roles["admin"] == ["python", "-m", "coordinator.admin"]
+    assert roles["predict"] == ["python", "-m", "coordinator.serving"]
     assert roles["ray-head"][:3] == ["ray", "start", "--head"] and "--block" in roles["ray-head"]
     assert roles["ray-worker"][:2] == ["ray", "start"] and "--block" in roles["ray-worker"]
 
@@ -314,6 +316,7 @@ def test_deploy_files_invoke_every_cli_role():
     modules = {(m, tuple(_command_path(m, argv)[0])) for _, m, argv in _all_invocations()}
     assert ("coordinator", ("serve",)) in modules
     assert ("site_agent", ("run",)) in modules
+    assert ("coordinator.serving", ("serve",)) in modules
     assert any(m == "coordinator.admin" for m, _ in modules)
 
 
@@ -397,6 +400,8 @@ def test_entrypoint_dispatch(tmp_path):
 
     assert run("site", "run", "--site-id", "a") == ["python -m site_agent run --site-id a | S3="]
     assert run("admin", "jobs") == ["python -m coordinator.admin jobs | S3="]
+    assert run("predict", "serve", "--store", "s3://b", TRANSPLANT_S3_ACCESS_KEY_FILE=str(secret)) == [
+        "python -m coordinator.serving serve --store s3://b | S3=AKIA-from-file"]
     assert run("coordinator", "serve", "--ray-address", "auto") == [
         "python -m coordinator serve --ray-address auto | S3="]
     calls = run("coordinator", "serve", "--ray-address", "ray-head:6379",
@@ -463,15 +468,15 @@ def test_every_env_var_is_read_by_someone():
 
 
 def test_store_credentials_reach_every_process_that_opens_the_store():
-    """The coordinator and every Ray node open the object store (Ray workers run the jobs)."""
+    """The coordinator, the Predict replicas and every Ray node open the object store (Ray workers run the jobs)."""
     needed = {"TRANSPLANT_S3_ACCESS_KEY", "TRANSPLANT_S3_SECRET_KEY"}
     for name, svc, argv in _compose_invocations():
         module, rest = _dispatch(argv)
-        if module == "ray" or (module == "coordinator" and "serve" in rest):
+        if module == "ray" or (module in ("coordinator", "coordinator.serving") and "serve" in rest):
             env = {k.removesuffix("_FILE") for k in svc.get("environment", {})}
             assert needed <= env, f"compose {name} lacks S3 credentials"
     for _, doc in _k8s_docs():
-        if doc["kind"] == "RayCluster" or doc["metadata"]["name"] == "coordinator":
+        if doc["kind"] == "RayCluster" or doc["metadata"]["name"] in ("coordinator", "predict"):
             for label, c, _ in _containers(doc):
                 assert needed <= {e["name"] for e in c.get("env", [])}, f"{label} lacks S3 credentials"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coordinator.serving.metrics import ServingMetrics
 from coordinator.telemetry import CoordinatorMetrics
 from site_agent.telemetry import SiteMetrics
 
@@ -20,7 +21,7 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 def exported_names() -> set[str]:
     names = set()
-    for registry in (CoordinatorMetrics().registry, SiteMetrics("s").registry):
+    for registry in (CoordinatorMetrics().registry, SiteMetrics("s").registry, ServingMetrics().registry):
         for family in registry.collect():
             names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ("",)))
     return names
