@@ -174,6 +174,11 @@ def run_demo(opts: DemoOptions) -> list[dict[str, Any]]:
             print(f"    its report (HTML + PNG plots): {report / 'index.html'}")
     print(f"  object store with every module, adapter and net version: {opts.workdir / 'store'}")
     print(f"  results table: {opts.workdir / 'results.json'}; process logs: {opts.workdir / 'logs'}")
+    for net_dir in list(nets.values())[-1:]:
+        print(f"Predict on your own images: python -m transplant predict --net {net_dir} --category CATEGORY "
+              "IMAGE_OR_FOLDER...")
+        print(f"Serve the latest promoted net: python -m coordinator.serving serve --store "
+              f"local://{(opts.workdir / 'store').resolve()}")
     return rows
 
 
