@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,7 +35,9 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("predict", help="run the transplant net on your own images", description=PREDICT_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
-    p.add_argument("--net", type=Path, required=True, help="transplant net folder (holds net.json)")
+    p.add_argument("--net", type=Path, required=True,
+                   help="transplant net folder (holds net.json); for a coordinator or Predict service address "
+                        "use python -m coordinator.serving predict")
     p.add_argument("--category", default=None, help="category route to run (required unless --all-categories)")
     p.add_argument("--task", default="classification", help="task module (default: %(default)s)")
     p.add_argument("--all-categories", action="store_true",
@@ -87,13 +90,21 @@ def _line(f: Path, category: str, task: str, res: dict[str, Any], out: Path | No
     return line
 
 
+def _no_net(net: Path) -> str:
+    if not net.exists() and re.fullmatch(r"[\w.-]+:\d+", str(net)):  # HOST:PORT, not a folder
+        return (f"--net {net} is an address, not a net folder: run `python -m coordinator.serving predict "
+                f"--coordinator {net} ...` (a coordinator: its latest promoted net is downloaded and run here) "
+                f"or `--server {net}` (a Predict service)")
+    return f"no transplant net at {net} (net.json missing)"
+
+
 def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     from transplant.net import TransplantNet
 
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr  # read at call time (tests swap them)
     try:
         if not (args.net / "net.json").is_file():
-            raise ValueError(f"no transplant net at {args.net} (net.json missing)")
+            raise ValueError(_no_net(args.net))
         if args.batch_size < 1:
             raise ValueError("--batch-size must be >= 1")
         net = TransplantNet.load(args.net)

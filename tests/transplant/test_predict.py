@@ -136,6 +136,13 @@ def test_cli_unknown_category_exits_2_naming_the_known_ones(digits_net, tmp_path
     assert code == 2 and "net.json missing" in err
 
 
+def test_cli_net_given_as_an_address_names_the_command_that_takes_one(tmp_path, capsys):
+    image = _png(tmp_path / "a.png", (16, 16), 0)
+    code, lines, err = _cli(capsys, "--net", "coord.example:50051", "--category", "cat", image)
+    assert (code, lines) == (2, [])
+    assert "python -m coordinator.serving predict --coordinator coord.example:50051" in err
+
+
 def test_cli_all_categories_ranks_every_route(digits_net, tmp_path, capsys):
     f = _png(tmp_path / "x.png", (16, 16), 4, "L")
     code, lines, _ = _cli(capsys, "--net", digits_net, "--all-categories", f)
