@@ -6,7 +6,7 @@ from google.protobuf import json_format
 
 from coordinator.jobs import CandidateResult
 from coordinator.ledger import JobRow
-from coordinator.store.manifests import AdapterEntry, ModuleRecord
+from coordinator.manifests import AdapterEntry, ModuleRecord
 from protos.nt.v1 import common_pb2, control_pb2, registry_pb2
 
 from common.patterns import PB_TO_ROLE as _PB_TO_ROLE, ROLE_TO_PB as _ROLE_TO_PB  # re-exported

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from coordinator.store.manifests import ModuleRecord
+from coordinator.manifests import ModuleRecord
 
 if TYPE_CHECKING:  # the admin CLI reads results without importing torch
     from transplant.job import JobConfig

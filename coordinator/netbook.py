@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from coordinator.jobs import CandidateResult, JobPlan
 from coordinator.promotion import TEACHER_PREFIX, Decision, decide, primary_metric, split_metrics
 from coordinator.store import Store
-from coordinator.store.manifests import (AdapterEntry, NetManifest, commit_net, list_nets, load_latest_net,
+from coordinator.manifests import (AdapterEntry, NetManifest, commit_net, list_nets, load_latest_net,
                                          load_net)
 
 DEFAULT_NET = "default"

@@ -9,7 +9,7 @@ from common.patterns import MODULE_ROLES
 from coordinator import ledger as L
 from coordinator.ledger import Ledger
 from coordinator.store import ObjectStore, Store, StoreError
-from coordinator.store.manifests import list_module_records
+from coordinator.manifests import list_module_records
 from coordinator.telemetry import CoordinatorMetrics
 from coordinator.job_states import TERMINAL_PB
 from protos.nt.v1 import control_pb2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from coordinator.jobs import JobPlan
 from coordinator.store import Store
-from coordinator.store.manifests import (ModuleRecord, list_module_records, list_nets, load_latest_net,
+from coordinator.manifests import (ModuleRecord, list_module_records, list_nets, load_latest_net,
                                          load_module_record)
 from protos.nt.v1 import control_pb2
 from transplant.job import JobConfig

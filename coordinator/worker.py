@@ -17,7 +17,7 @@ from safetensors.torch import load as st_load
 from coordinator.blobcache import BlobCache
 from coordinator.jobs import JobPlan, Progress, TrainedAdapter
 from coordinator.store import ObjectStore, open_store
-from coordinator.store.manifests import ModuleRecord, module_id, save_module_record
+from coordinator.manifests import ModuleRecord, module_id, save_module_record
 from transplant.adapter import adapter_to_bytes
 from transplant.trainer import default_device
 from transplant.job import JobConfig, beta_from_stats, make_problem, run_job

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from coordinator.netbook import NetBook
 from coordinator.rpc_errors import NotReady
 from coordinator.store import Store, StoreError
-from coordinator.store.manifests import NetManifest, load_module_record
+from coordinator.manifests import NetManifest, load_module_record
 from transplant.adapter import Adapter, adapter_from_bytes
 from transplant.net import TransplantNet
 from transplant.spec import ModuleSpec, SpecModule, build_module, weights_from_bytes

@@ -18,7 +18,7 @@ from coordinator import admin
 from coordinator.job_states import TERMINAL_PB
 from coordinator.server import CoordinatorConfig, start_coordinator
 from coordinator.store import open_store
-from coordinator.store.manifests import load_latest_net
+from coordinator.manifests import load_latest_net
 from protos.nt.v1 import (common_pb2, control_pb2, control_pb2_grpc, heartbeat_pb2, heartbeat_pb2_grpc,
                           registry_pb2_grpc, site_pb2, site_pb2_grpc)
 from tests.helpers.registry import TINY

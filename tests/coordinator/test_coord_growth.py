@@ -14,7 +14,7 @@ from coordinator.admin.net_view import native_routes, net_reply
 from coordinator.netbook import NetBook, proposal_for
 from coordinator.resolve import ResolveError, resolve_plan
 from coordinator.store import LocalStore
-from coordinator.store.manifests import ModuleRecord, save_module_record
+from coordinator.manifests import ModuleRecord, save_module_record
 from protos.nt.v1 import control_pb2
 from transplant.architectures import teacher_specs, vgg_small
 

@@ -17,7 +17,7 @@ from safetensors.torch import save as st_save
 from coordinator.ingest import ingest
 from coordinator.registry_service import RegistryService
 from coordinator.store import BlobInfo, LocalStore, ObjectStore, S3Store
-from coordinator.store.manifests import list_module_records
+from coordinator.manifests import list_module_records
 from coordinator.validation import UploadLimits, UploadRejected, weights_check
 from protos.nt.v1 import chunk_pb2, common_pb2, registry_pb2
 from tests.coordinator.store.conftest import make_s3_store

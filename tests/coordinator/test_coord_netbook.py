@@ -10,7 +10,7 @@ from coordinator.jobs import CandidateResult, JobPlan, TrainedAdapter
 from coordinator.netbook import NetBook, Proposal, proposal_for
 from coordinator.promotion import best_candidate, decide, max_gap_for, primary_metric
 from coordinator.store import LocalStore
-from coordinator.store.manifests import ModuleRecord, list_net_versions, load_net
+from coordinator.manifests import ModuleRecord, list_net_versions, load_net
 from transplant.job import JobConfig
 
 CLS = "classification"

@@ -20,7 +20,7 @@ from common.registry_client import make_header, upload
 from coordinator import admin
 from coordinator.job_states import TERMINAL_PB
 from coordinator.store import open_store
-from coordinator.store.manifests import list_net_versions, load_net
+from coordinator.manifests import list_net_versions, load_net
 from protos.nt.v1 import common_pb2, control_pb2, heartbeat_pb2
 from tests.faults.fault_helpers import serve_site, wait_terminal
 from tests.helpers.scripted_site import ScriptedSite

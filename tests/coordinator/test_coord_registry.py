@@ -14,7 +14,7 @@ from safetensors.torch import save as st_save
 from common.registry_client import download, make_header, upload, upload_requests
 from coordinator.registry_service import RegistryService
 from coordinator.store import LocalStore
-from coordinator.store.manifests import list_module_records
+from coordinator.manifests import list_module_records
 from coordinator.validation import UploadLimits
 from protos.nt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from tests.helpers.registry import nan_weights, serve_registry, tiny_category, wrong_shape_weights

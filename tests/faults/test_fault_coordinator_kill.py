@@ -22,7 +22,7 @@ from coordinator.jobs import CandidateResult, JobPlan, TrainedAdapter
 from coordinator.ledger import EVALUATING, REJECTED, SUCCEEDED, Ledger
 from coordinator.netbook import NetBook, Proposal, proposal_for
 from coordinator.store import LocalStore
-from coordinator.store.manifests import (ModuleRecord, list_net_versions, load_latest_net, load_module_record,
+from coordinator.manifests import (ModuleRecord, list_net_versions, load_latest_net, load_module_record,
                                          load_net, net_latest_key, net_version_key)
 from coordinator.tokens import new_token
 from protos.nt.v1 import control_pb2, heartbeat_pb2

@@ -17,7 +17,7 @@ import pytest
 from common.guard import ADMIN, SITE
 from common.registry_client import make_header, upload
 from coordinator.store import LocalStore
-from coordinator.store.manifests import list_module_records, list_net_versions, load_latest_net
+from coordinator.manifests import list_module_records, list_net_versions, load_latest_net
 from coordinator.tokens import new_token
 from protos.nt.v1 import common_pb2, control_pb2, heartbeat_pb2
 from tests.faults.fault_helpers import InstantSite, serve_site, wait_terminal

@@ -13,7 +13,7 @@ from minio import Minio
 
 from common.registry_client import download, make_header, upload
 from coordinator.store import open_store
-from coordinator.store.manifests import list_module_records
+from coordinator.manifests import list_module_records
 from protos.nt.v1 import common_pb2, control_pb2, registry_pb2
 from tests.faults.fault_helpers import TcpProxy, wait_terminal
 from tests.helpers.cluster import coordinator, job_spec, push_site, site_modules, stubs

@@ -14,7 +14,7 @@ import pytest
 from common.registry_client import make_header, upload_requests
 from coordinator.registry_service import RegistryService
 from coordinator.store import LocalStore
-from coordinator.store.manifests import list_module_records
+from coordinator.manifests import list_module_records
 from protos.nt.v1 import common_pb2, registry_pb2_grpc
 from tests.helpers.cluster import site_modules
 

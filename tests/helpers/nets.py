@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from coordinator.store import ObjectStore
-from coordinator.store.manifests import (AdapterEntry, ModuleRecord, NetManifest, commit_net, load_latest_net,
+from coordinator.manifests import (AdapterEntry, ModuleRecord, NetManifest, commit_net, load_latest_net,
                                          module_id, save_module_record)
 from site_agent.train import record_meaning
 from transplant.adapter import Adapter, AdapterConfig, adapter_to_bytes

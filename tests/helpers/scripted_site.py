@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from coordinator.store import open_store
-from coordinator.store.manifests import load_module_record
+from coordinator.manifests import load_module_record
 from protos.nt.v1 import common_pb2, site_pb2, site_pb2_grpc
 
 

@@ -21,7 +21,7 @@ from coordinator.__main__ import main as coordinator_main
 from coordinator.admin import main as admin_main
 from coordinator.ledger import Ledger
 from coordinator.site_client import EvaluationError, SiteClient
-from coordinator.store.manifests import ModuleRecord
+from coordinator.manifests import ModuleRecord
 from coordinator.tokens import AuthFileError, TokenTable, new_token, save_auth_file
 from coordinator.worker import JobPlan
 from protos.nt.v1 import (common_pb2, control_pb2, heartbeat_pb2, registry_pb2, site_pb2, site_pb2_grpc)

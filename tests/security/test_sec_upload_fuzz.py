@@ -24,7 +24,7 @@ from safetensors.torch import save as st_save
 from common.bearer import MAX_TOKEN_CHARS, bearer_token, hash_token
 from coordinator.registry_service import RegistryService
 from coordinator.store import LocalStore
-from coordinator.store.manifests import list_module_records
+from coordinator.manifests import list_module_records
 from coordinator.tokens import TokenTable, new_token
 from coordinator.validation import NAME, UploadLimits, UploadRejected
 from protos.nt.v1 import chunk_pb2, common_pb2, registry_pb2, registry_pb2_grpc

@@ -17,7 +17,7 @@ from PIL import Image
 
 from coordinator.auth import roles_for
 from coordinator.serving.loader import ModuleCache, build_served
-from coordinator.store.manifests import load_latest_net
+from coordinator.manifests import load_latest_net
 from protos.nt.v1 import control_pb2, heartbeat_pb2, predict_pb2, registry_pb2
 from tests.coordinator.serving.conftest import LIMITS, code_of, png
 from transplant.architectures import CLASSIFICATION, SEGMENTATION

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coordinator.store import ObjectStore
-from coordinator.store.manifests import (
+from coordinator.manifests import (
     AdapterEntry,
     ModuleRecord,
     NetConflictError,
