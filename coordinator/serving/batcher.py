@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 RunBatch = Callable[[Hashable, list[Any]], Sequence[Any]]  # (route, items) -> one result per item
 
 
+class BatcherClosed(RuntimeError):
+    """The batcher was closed: the request was not (or will not be) run."""
+
+
 @dataclass
 class _Pending:
     items: list[Any]
@@ -88,7 +92,7 @@ class Batcher:
     def submit(self, key: Hashable, items: list[Any]) -> Future:
         """A future of the request's results, in item order."""
         if self.closed:
-            raise RuntimeError("the batcher is closed")
+            raise BatcherClosed("the batcher is closed")
         with self._lock:
             lane = self._lanes.get(key)
             if lane is None:
@@ -108,6 +112,6 @@ class Batcher:
                 left = list(lane.pending)
                 lane.pending.clear()
             for request in left:
-                request.future.set_exception(RuntimeError("the server is shutting down"))
+                request.future.set_exception(BatcherClosed("the server is shutting down"))
         for lane in lanes:
             lane.thread.join(timeout=5)

@@ -26,7 +26,7 @@ class ServingConfig:
     store_url: str
     net: str | None = None              # None: the net committed most recently
     host: str = "127.0.0.1"
-    port: int = 50061                   # 0: any free port
+    port: int = 50071                   # 0: any free port
     poll_s: float = 2.0                 # how often the store is asked for a newer promoted version
     max_batch: int = 32                 # images per forward pass
     max_wait_s: float = 0.005           # how long a batch waits for more requests to the same route

@@ -9,8 +9,8 @@ from typing import Any, cast
 import grpc
 import torch
 
-from coordinator.rpc_errors import NotFound, grpc_errors, status_for
-from coordinator.serving.batcher import Batcher
+from coordinator.rpc_errors import NotFound, NotReady, grpc_errors, status_for
+from coordinator.serving.batcher import Batcher, BatcherClosed
 from coordinator.serving.images import ImageLimits, decode, encode_mask
 from coordinator.serving.loader import NetHolder, Served
 from coordinator.serving.metrics import UNKNOWN, ServingMetrics
@@ -69,8 +69,13 @@ class PredictService(predict_pb2_grpc.PredictServicer):
         self.limits.check_request(len(request.images))
         prep = preprocessing(served.net, request.category)
         tensors = [decode(data, prep, i, self.limits) for i, data in enumerate(request.images)]
-        future = self.batcher.submit((request.category, request.task), [(served, x) for x in tensors])
-        results = future.result(timeout=WAIT_S)
+        try:
+            future = self.batcher.submit((request.category, request.task), [(served, x) for x in tensors])
+            results = future.result(timeout=WAIT_S)
+        except TimeoutError:
+            raise NotReady(f"no forward pass within {WAIT_S:.0f} s: the replica is overloaded") from None
+        except BatcherClosed:
+            raise NotReady("the replica is shutting down; retry on another") from None
         return predict_pb2.PredictReply(net=served.name, version=served.version,
                                         predictions=[_prediction(r, request.want_masks) for r in results])
 
