@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from transplant.data.shapes import REF_CANVAS, draw_clutter, paint_texture
+from transplant.data.drawing import REF_CANVAS, draw_clutter, paint_texture
 
 _SALT = 0x9E0B  # keeps probe streams apart from every data set's streams
 _KINDS = ("textured shapes", "texture", "noise")
