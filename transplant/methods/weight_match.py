@@ -20,6 +20,7 @@ from transplant.adapter import Adapter
 from transplant.methods.base import ClosedFormMethod, register
 from transplant.methods.stitching import set_channel_map
 from transplant.spec.build import SpecModule
+from transplant.spec.ops import get_op
 
 SWEEPS = 30
 
@@ -28,7 +29,7 @@ def conv_chain(module: SpecModule) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(weight [O, I, k, k], bias [O]) of each conv of a category module that is a plain chain."""
     layers, previous = [], None
     for node in module.spec.nodes:
-        if node.op in ("relu", "maxpool2d", "avgpool2d", "dropout"):
+        if get_op(node.op).channelwise:  # ReLUs, pools, dropout: a channel map passes through them
             continue
         if node.op != "conv2d":
             raise ValueError(f"weight_match needs a chain of convs, ReLUs and pools; node '{node.name}' is {node.op}")

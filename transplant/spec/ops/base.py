@@ -59,6 +59,7 @@ class Op:
     layer: Callable[[dict[str, Any]], nn.Module] | None = None  # the torch layer owning the params
     linearised: Linearised | None = None             # forward of the surrogate whose VJP is `backward`
     pointwise: bool = False                          # elementwise, shape-preserving (fine after a flatten)
+    channelwise: bool = False                        # each channel alone: commutes with a channel permutation
 
 
 OPS: dict[str, Op] = {}

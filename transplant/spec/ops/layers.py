@@ -48,14 +48,16 @@ def _relu_masked(node: Node, x: torch.Tensor, masks: ReluMasks) -> torch.Tensor:
 
 
 register(Op(
-    "relu", shape=same_shape, forward=lambda node, layer, ins: F.relu(ins[0]), pointwise=True,
+    "relu", shape=same_shape, forward=lambda node, layer, ins: F.relu(ins[0]),
+    pointwise=True, channelwise=True,
     backward=lambda node, layer, g, in_shapes, masks: [_relu_masked(node, g, masks)],
     linearised=lambda node, layer, ins, masks: _relu_masked(node, ins[0], masks)))
 
 
 # ---- dropout ----
 register(Op(
-    "dropout", attrs={"p": Attr("fraction", default=0.5)}, shape=same_shape, forward=layer_forward, pointwise=True,
+    "dropout", attrs={"p": Attr("fraction", default=0.5)}, shape=same_shape, forward=layer_forward,
+    pointwise=True, channelwise=True,
     backward=lambda node, layer, g, in_shapes, masks: [g],
     linearised=lambda node, layer, ins, masks: ins[0],
     layer=lambda a: nn.Dropout(a["p"])))

@@ -57,5 +57,6 @@ def _backward(node: Node, layer: nn.Module | None, g: torch.Tensor, in_shapes: l
 
 
 register(Op("maxpool2d", attrs=_ATTRS, resolve=_resolve, check=_check, shape=_shape, forward=_max, backward=_backward,
-            linearised=lambda node, layer, ins, masks: _avg(node, layer, ins)))
-register(Op("avgpool2d", attrs=_ATTRS, resolve=_resolve, check=_check, shape=_shape, forward=_avg, backward=_backward))
+            linearised=lambda node, layer, ins, masks: _avg(node, layer, ins), channelwise=True))
+register(Op("avgpool2d", attrs=_ATTRS, resolve=_resolve, check=_check, shape=_shape, forward=_avg, backward=_backward,
+            channelwise=True))
