@@ -11,11 +11,12 @@ import time
 
 import grpc
 
+from common.patterns import NAME_RULE
 from coordinator import auth, validation
 from coordinator import ledger as L
 from coordinator.convert import job_pb, spec_to_dict, state_event
 from coordinator.events import EventHub
-from coordinator.job_states import TERMINAL_PB, state_name
+from coordinator.job_states import STATES, TERMINAL_PB, state_name
 from coordinator.admin.net_view import native_routes, net_reply  # noqa: F401 (native_routes: re-exported)
 from coordinator.netbook import NetBook, Proposal
 from coordinator.resolve import resolve_plan
@@ -89,7 +90,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
     def GetJob(self, request, context):
         return self._job(self._row(request.job_id))
 
+    @grpc_errors
     def ListJobs(self, request, context):
+        unknown = sorted({s for s in request.states if s not in control_pb2.JobState.values()})
+        if unknown:
+            raise InvalidRequest(f"unknown job state value(s) {unknown}: the states are {', '.join(STATES)}")
         states = tuple(state_name(s) for s in request.states if s)
         rows = [r for r in self.ledger.list_jobs(states)
                 if (not request.category or r.spec.get("category") == request.category)
@@ -131,6 +136,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     @grpc_errors
     def GetNet(self, request, context):
+        _check_net_name(request.name)
         net = self.netbook.load(request.version, request.name or None)
         if net is None:
             if request.version:
@@ -156,6 +162,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
     def RollbackNet(self, request, context):
         if not request.name or not request.version:
             raise InvalidRequest("rollback needs a net name and the version to restore")
+        _check_net_name(request.name)
         net = self.netbook.rollback(request.name, request.version,
                                     note=f"rollback to version {request.version} by {_caller()}")
         return net_reply(self.store, net)
@@ -177,6 +184,12 @@ class ControlService(control_pb2_grpc.ControlServicer):
         except StoreError:  # the job's state comes from the ledger; its adapter ref can wait
             adapter = None
         return job_pb(row, adapter)
+
+
+def _check_net_name(name: str) -> None:
+    """A net name names store keys: malformed ones are the caller's mistake (INVALID_ARGUMENT), not ours."""
+    if name and not validation.NAME.match(name):
+        raise InvalidRequest(f"invalid net name {name!r}: {NAME_RULE}")
 
 
 def _caller() -> str:
