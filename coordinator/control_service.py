@@ -26,7 +26,7 @@ from coordinator.site_identity import EndpointError, EndpointRefused, check_endp
 from coordinator.tokens import TokenTable
 from coordinator.admin.sites_view import site_infos
 from coordinator.store import Store, StoreError
-from coordinator.store.manifests import load_module_record
+from coordinator.manifests import load_module_record
 from protos.nt.v1 import control_pb2, control_pb2_grpc, heartbeat_pb2, heartbeat_pb2_grpc
 from transplant.adapter import AdapterConfig, AdapterConfigError
 from transplant.architectures import TASKS

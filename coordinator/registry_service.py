@@ -17,7 +17,7 @@ from coordinator.convert import module_info, role_name
 from coordinator.ingest import ingest
 from coordinator.telemetry import CoordinatorMetrics
 from coordinator.store import BlobInfo, BlobNotFoundError, Store, StoreError
-from coordinator.store.manifests import (ModuleRecord, delete_module_record, list_module_records,
+from coordinator.manifests import (ModuleRecord, delete_module_record, list_module_records,
                                          load_module_record, module_id, save_module_record)
 from coordinator.streams import StreamLimits, StreamSlots, StreamTimeout, TooManyStreams, watched
 from coordinator.validation import UploadLimits, UploadRejected
