@@ -20,6 +20,7 @@ import grpc
 from common.errors import DownloadError, RegistryError, RegistryUnavailable
 from common.patterns import CHUNK_SIZE, MAX_DOWNLOAD_BYTES, check_target
 from common.security import PLAINTEXT, ClientSecurity
+from common.stages import Stage
 from protos.nt.v1 import chunk_pb2, common_pb2, registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger("common.registry_client")
@@ -50,33 +51,45 @@ def upload(stub: registry_pb2_grpc.ModuleRegistryStub, header: registry_pb2.Uplo
     return stub.Upload(upload_requests(header, data, chunk_size), timeout=timeout)
 
 
-def collect(stream: Iterable[registry_pb2.DownloadReply], name: str) -> tuple[registry_pb2.ModuleInfo, bytes]:
-    """(info, bytes) of a Download stream; stops at the first misbehaviour (DownloadError)."""
+def collect(stream: Iterable[registry_pb2.DownloadReply], name: str,
+            digest: hashlib._Hash | None = None) -> tuple[registry_pb2.ModuleInfo, bytes]:
+    """(info, bytes) of a Download stream; stops at the first misbehaviour (DownloadError). With `digest`,
+    every chunk is hashed as it arrives, on its own thread (common.stages): no second pass over the bytes."""
     info, parts, received = None, [], 0
-    for reply in stream:
-        if reply.WhichOneof("payload") == "info":
-            if info is not None:
-                raise DownloadError(f"download of {name}: second ModuleInfo in the stream")
-            info = reply.info
-            continue
-        if info is None:
-            raise DownloadError(f"download of {name}: chunk before ModuleInfo")
-        if reply.chunk.offset != received:
-            raise DownloadError(f"download of {name}: chunk at offset {reply.chunk.offset}, expected {received}")
-        received += len(reply.chunk.data)
-        if received > min(info.size_bytes or MAX_DOWNLOAD_BYTES, MAX_DOWNLOAD_BYTES):
-            raise DownloadError(f"download of {name}: more bytes than announced ({info.size_bytes})")
-        parts.append(reply.chunk.data)
+    hasher = Stage("sha256", digest.update) if digest is not None else None
+    try:
+        for reply in stream:
+            if reply.WhichOneof("payload") == "info":
+                if info is not None:
+                    raise DownloadError(f"download of {name}: second ModuleInfo in the stream")
+                info = reply.info
+                continue
+            if info is None:
+                raise DownloadError(f"download of {name}: chunk before ModuleInfo")
+            chunk = reply.chunk
+            if chunk.offset != received:
+                raise DownloadError(f"download of {name}: chunk at offset {chunk.offset}, expected {received}")
+            data = chunk.data  # one copy out of the message, shared by the hash and the result
+            received += len(data)
+            if received > min(info.size_bytes or MAX_DOWNLOAD_BYTES, MAX_DOWNLOAD_BYTES):
+                raise DownloadError(f"download of {name}: more bytes than announced ({info.size_bytes})")
+            parts.append(data)
+            if hasher is not None:
+                hasher.put(data)
+    finally:
+        if hasher is not None:
+            hasher.close()
     if info is None:
         raise DownloadError(f"download of {name}: empty stream")
     return info, b"".join(parts)
 
 
-def verify(name: str, data: bytes, sha256: str, size_bytes: int) -> None:
-    """DownloadError unless `data` has `size_bytes` bytes and digest `sha256` (each checked when given)."""
+def verify(name: str, data: bytes, sha256: str, size_bytes: int, digest: str | None = None) -> None:
+    """DownloadError unless `data` has `size_bytes` bytes and digest `sha256` (each checked when given);
+    `digest`: the sha256 already computed while the bytes arrived."""
     if size_bytes and len(data) != size_bytes:
         raise DownloadError(f"{name}: received {len(data)} bytes, expected {size_bytes}")
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest or hashlib.sha256(data).hexdigest()
     if sha256 and digest != sha256.lower():
         raise DownloadError(f"{name}: sha256 of the received bytes is {digest}, the ref says {sha256}")
 
@@ -87,11 +100,12 @@ def download(stub: registry_pb2_grpc.ModuleRegistryStub, module_id: str, chunk_s
     """(info, weights bytes), checked as the module docstring says; chunk_size 0: the server's default."""
     name = what or f"module '{module_id}'"
     call = stub.Download(registry_pb2.DownloadRequest(module_id=module_id, chunk_size=chunk_size), timeout=timeout)
+    digest = hashlib.sha256()
     try:
-        info, data = collect(call, name)
+        info, data = collect(call, name, digest)
     finally:
         call.cancel()  # no-op once complete; stops the server stream if we bailed out early
-    verify(name, data, sha256 or info.sha256, size_bytes or info.size_bytes)
+    verify(name, data, sha256 or info.sha256, size_bytes or info.size_bytes, digest.hexdigest())
     return info, data
 
 
@@ -140,7 +154,7 @@ class RegistryClient:
                progress: bool = False) -> registry_pb2.UploadReply:
         """Stream one module (`name` in messages and the progress bar); the stored sha256 must be ours."""
         name = name or header.task or header.category
-        sha256 = hashlib.sha256(data).hexdigest()
+        sha256 = header.sha256  # make_header hashed the bytes once; the registry hashes what it received
 
         def attempt() -> registry_pb2.UploadReply:
             from tqdm import tqdm

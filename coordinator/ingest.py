@@ -1,7 +1,7 @@
 """One pass over an upload's bytes: hashed, checked and written as the chunks arrive.
 
-The gRPC thread receives each chunk and checks its offset; three stage threads take the very same
-bytes object in turn: sha256 (hashlib releases the GIL), the tensor check (numpy releases it) and the
+The gRPC thread receives each chunk and checks its offset; three stages (common.stages) take the very
+same bytes object in turn: sha256 (hashlib releases the GIL), the tensor check (numpy releases it) and the
 store's writer (file or S3 parts). Each stage's queue holds one chunk, so a slow stage holds the
 stream back instead of letting chunks pile up: memory stays at a few chunks plus what the store
 buffers. No byte is read twice, and nothing becomes visible before the last check passed.
@@ -9,41 +9,12 @@ buffers. No byte is read twice, and nothing becomes visible before the last chec
 from __future__ import annotations
 
 import hashlib
-import queue
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
+from common.stages import Stage
 from coordinator.store import BlobInfo, BlobWriter
 from coordinator.validation import UploadRejected
 from transplant.spec.tensorcheck import Header, StreamCheck, WeightsError
-
-_END = None  # what tells a stage the stream is over
-
-
-class _Stage:
-    """A thread applying `step` to every chunk it is handed; the first error is kept for the stream."""
-
-    def __init__(self, name: str, step: Callable[[bytes], object]) -> None:
-        self.step = step
-        self.error: BaseException | None = None
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
-        self._thread = threading.Thread(target=self._run, name=f"ingest-{name}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not _END:
-            if self.error is None:  # after a failure, keep draining so the stream never blocks
-                try:
-                    self.step(chunk)
-                except BaseException as exc:  # noqa: BLE001 - handed to the receiving thread
-                    self.error = exc
-
-    def put(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
-
-    def close(self) -> None:
-        self._queue.put(_END)
-        self._thread.join()
 
 
 def ingest(chunks: Iterable[tuple[bytes, int]], size: int, check: StreamCheck, writer: BlobWriter) -> tuple[
@@ -51,7 +22,7 @@ def ingest(chunks: Iterable[tuple[bytes, int]], size: int, check: StreamCheck, w
     """Feeds (data, offset) chunks through hash, check and write; returns what arrived and its tensor header.
     Raises UploadRejected for a misbehaving stream or bad content (the writer is then left to abort)."""
     digest = hashlib.sha256()
-    stages = [_Stage("sha256", digest.update), _Stage("check", check.feed), _Stage("write", writer.write)]
+    stages = [Stage("sha256", digest.update), Stage("check", check.feed), Stage("write", writer.write)]
     received = 0
     try:
         for data, offset in chunks:
@@ -73,7 +44,7 @@ def ingest(chunks: Iterable[tuple[bytes, int]], size: int, check: StreamCheck, w
     return BlobInfo(digest.hexdigest(), received), _finish(check)
 
 
-def _raise_first(stages: list[_Stage]) -> None:
+def _raise_first(stages: list[Stage]) -> None:
     for stage in stages:
         if stage.error is not None:
             if isinstance(stage.error, WeightsError):

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from common.patterns import CHUNK_SIZE, MAX_CHUNK_SIZE
+from common.stages import read_ahead
 from coordinator import auth, validation
 from coordinator.convert import module_info, role_name
 from coordinator.ingest import ingest
@@ -130,7 +131,7 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable: {exc}")
         yield registry_pb2.DownloadReply(info=module_info(record))
         offset = 0
-        for piece in pieces:
+        for piece in read_ahead(pieces):  # the next piece is read from the store while this one is sent
             yield registry_pb2.DownloadReply(chunk=chunk_pb2.Chunk(data=piece, offset=offset))
             offset += len(piece)
             if self.metrics is not None:
