@@ -12,6 +12,8 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 NAME_RULE = "use 1-64 letters, digits, '_', '-', '.' starting with a letter or digit"
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")  # lowercase, as hashlib's hexdigest() writes it
 
+# the owner of shared base nets (`admin base publish`): only admins upload as it, every site may read it
+BASE_SITE = "base"
 CATEGORY, TASK, ADAPTER, SAMPLES = "category", "task", "adapter", "samples"
 MODULE_ROLES = (CATEGORY, TASK, ADAPTER, SAMPLES)  # samples: a site's opt-in few-shot set
 ROLE_TO_PB = {CATEGORY: common_pb2.CATEGORY, TASK: common_pb2.TASK, ADAPTER: common_pb2.ADAPTER,
@@ -39,6 +41,7 @@ def check_target(target: str) -> str:
     return target
 
 
-__all__ = ["ADAPTER", "CATEGORY", "CHUNK_SIZE", "MAX_CHUNK_SIZE", "MAX_DOWNLOAD_BYTES", "MODULE_ROLES", "NAME",
+__all__ = ["ADAPTER", "BASE_SITE", "CATEGORY", "CHUNK_SIZE", "MAX_CHUNK_SIZE", "MAX_DOWNLOAD_BYTES", "MODULE_ROLES",
+           "NAME",
            "NAME_RULE", "PB_TO_ROLE", "ROLE_TO_PB", "SAMPLES", "SHA256_HEX", "TASK", "check_target", "is_name",
            "is_sha256"]

@@ -169,8 +169,9 @@ class RegistryClient:
             raise RegistryError(f"upload of module '{name}': registry stored sha256 {reply.sha256}, sent {sha256}")
         return reply
 
-    def list(self, site_id: str = "", category: str = "", task: str = "") -> list[registry_pb2.ModuleInfo]:
-        request = registry_pb2.ListModulesRequest(site_id=site_id, category=category, task=task)
+    def list(self, site_id: str = "", category: str = "", task: str = "",
+             role: common_pb2.ModuleRole = common_pb2.MODULE_ROLE_UNSPECIFIED) -> list[registry_pb2.ModuleInfo]:
+        request = registry_pb2.ListModulesRequest(site_id=site_id, category=category, task=task, role=role)
         return list(self._call("list", lambda: self.stub.List(request, timeout=self.timeout_s)).modules)
 
     def delete(self, module_id: str, site_id: str) -> bool:

@@ -17,7 +17,7 @@ import grpc
 
 from common.bearer import ADMIN_TOKEN_ENV, METADATA_KEY, SCHEME, bearer_token, read_token  # noqa: F401
 from common.guard import ADMIN, CLIENT, SITE, Caller, current_caller, guard
-from common.patterns import ADAPTER, CATEGORY, SAMPLES, TASK
+from common.patterns import ADAPTER, BASE_SITE, CATEGORY, SAMPLES, TASK
 # re-exported: coordinator modules still call these as auth.<name> (server.py, admin.py)
 from common.security import PLAINTEXT, ClientSecurity, is_loopback, server_credentials  # noqa: F401
 from coordinator.tokens import TokenTable
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 _SERVICE = "/transplant.v1."
 # method -> roles allowed to call it; a method missing here is refused to everybody
 METHOD_ROLES: dict[str, frozenset[str]] = {
-    f"{_SERVICE}ModuleRegistry/Upload": frozenset({SITE}),
+    f"{_SERVICE}ModuleRegistry/Upload": frozenset({SITE, ADMIN}),  # admins: shared bases only (registry_service)
     f"{_SERVICE}ModuleRegistry/Delete": frozenset({SITE}),
     f"{_SERVICE}ModuleRegistry/List": frozenset({SITE, ADMIN}),
     f"{_SERVICE}ModuleRegistry/Download": frozenset({SITE, ADMIN}),
@@ -67,6 +67,8 @@ def check_download(owner: str, role: str) -> None:
     """Raises PermissionDenied unless the caller may read a module of site `owner` with `role`."""
     caller = current_caller()
     if caller is None or (caller.role == SITE and (caller.name == owner or role in SITE_READS_OTHERS)):
+        return
+    if owner == BASE_SITE and role in (CATEGORY, TASK):  # a shared base is published for every site to start from
         return
     if caller.role == ADMIN and role in ADMIN_READS:
         return

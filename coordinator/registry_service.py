@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 
-from common.patterns import CHUNK_SIZE, MAX_CHUNK_SIZE
+from common.patterns import BASE_SITE, CATEGORY, CHUNK_SIZE, MAX_CHUNK_SIZE, TASK
 from common.stages import read_ahead
 from coordinator import auth, validation
 from coordinator.convert import module_info, role_name
@@ -74,8 +74,12 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
             raise UploadRejected("the first upload message must be the header")
         header = first.header
         caller = auth.current_caller()
-        if caller is not None and caller.role != auth.SITE:
-            raise auth.PermissionDenied(f"{caller} may not upload modules: only sites do")
+        if caller is not None and caller.role != auth.SITE and not (caller.role == auth.ADMIN
+                                                                    and header.site_id == BASE_SITE):
+            raise auth.PermissionDenied(f"{caller} may not upload modules: only sites do (admins: shared bases, "
+                                        f"as site {BASE_SITE!r})")
+        if caller is not None and caller.role == auth.SITE and header.site_id == BASE_SITE:
+            raise auth.PermissionDenied(f"site {caller.name!r} may not upload as {BASE_SITE!r}: admins publish bases")
         auth.check_site(header.site_id, "upload modules")
         role = role_name(header.role)
         stored = sum(r.size_bytes for r in list_module_records(self.store, header.site_id)) \
@@ -142,14 +146,24 @@ class RegistryService(registry_pb2_grpc.ModuleRegistryServicer):
         site = request.site_id or (caller.name if caller is not None and caller.role == auth.SITE else None)
         if site is not None and not validation.NAME.match(site):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid site id {site!r}")
-        auth.check_site_context(context, site, "list modules")  # a site lists only its own modules
+        role = role_name(request.role) or None
+        # another site's category or task modules, asked for by role: their specs only (a site joining that
+        # net takes its architecture, `site_agent train --like-site`), never ids, digests, statistics or samples
+        architecture_only = (caller is not None and caller.role == auth.SITE and site not in (caller.name, BASE_SITE)
+                             and role in (CATEGORY, TASK))
+        if site != BASE_SITE and not architecture_only:  # a site lists its own modules, and the shared bases
+            auth.check_site_context(context, site, "list modules")
         try:
-            records = list_module_records(self.store, site, role_name(request.role) or None)
+            records = list_module_records(self.store, site, role)
         except StoreError as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"object store unavailable: {exc}")
         keep = [r for r in records if (not request.category or r.category == request.category)
                 and (not request.task or r.task == request.task)]
-        return registry_pb2.ListModulesReply(modules=[module_info(r) for r in keep])
+        infos = [module_info(r) for r in keep]
+        if architecture_only:
+            infos = [registry_pb2.ModuleInfo(spec_json=i.spec_json, site_id=i.site_id, category=i.category,
+                                             role=i.role, task=i.task, created=i.created) for i in infos]
+        return registry_pb2.ListModulesReply(modules=infos)
 
     def Delete(self, request, context):
         if not validation.NAME.match(request.module_id) or not validation.NAME.match(request.site_id):

@@ -36,10 +36,18 @@ def _train_args(p: argparse.ArgumentParser, required: bool) -> None:
     g.add_argument("--site-id", required=required, help="this site's id, as the coordinator knows it")
     g.add_argument("--data", required=required, metavar="SOURCE", help=f"local data: {SOURCE_HELP}")
     g.add_argument("--category", help="category name pushed to the registry (default: the data set's class)")
-    g.add_argument("--size", type=int, default=16, help="image side in pixels (default 16)")
-    g.add_argument("--width", type=int, default=8, help="channels of the first stage (default 8)")
-    g.add_argument("--depth", type=int, default=3, help="VGG stages, >= 3 (default 3)")
-    g.add_argument("--fc", type=int, default=128, help="units of the fully connected layers (default 128)")
+    g.add_argument("--size", type=int, default=None, help="image side in pixels (default 16)")
+    g.add_argument("--width", type=int, default=None, help="channels of the first stage (default 8)")
+    g.add_argument("--depth", type=int, default=None, help="VGG stages, >= 3 (default 3)")
+    g.add_argument("--fc", type=int, default=None, help="units of the fully connected layers (default 128)")
+    s = g.add_mutually_exclusive_group()
+    s.add_argument("--init-from", metavar="BASE",
+                   help="start from the shared base the coordinator published (admin base publish): its "
+                        "architecture and weights, downloaded and checked (needs --coordinator)")
+    s.add_argument("--arch-from", metavar="BASE", help="the architecture of a published base, random initialisation")
+    s.add_argument("--like-site", metavar="SITE",
+                   help="the architecture of the site whose net this one wants to join, so its modules fit "
+                        "(needs --coordinator)")
     g.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
     g.add_argument("--batch-size", type=int, default=64, help="default 64")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -202,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a teacher and write the workspace")
     _workspace_arg(p)
     _train_args(p, required=True)
+    _coordinator_args(p, required=False)
     p.add_argument("--force", action="store_true", help="retrain over an existing workspace")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p = sub.add_parser("import", help="turn the site's existing PyTorch net into its workspace, evaluate it on the "
@@ -243,13 +252,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if exists(args.workspace) and not getattr(args, "force", False):
         raise SiteAgentError(f"workspace {args.workspace} already holds a teacher; use --force to retrain")
-    opts = TrainOptions(site_id=args.site_id, data=args.data, size=args.size, width=args.width, depth=args.depth,
-                        fc=args.fc, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, cosine=args.cosine, seed=args.seed,
+    start = _start(args)
+    shape = {"size": args.size, "width": args.width, "depth": args.depth, "fc": args.fc}
+    if start is not None and any(v is not None for v in shape.values()):
+        given = ", ".join(f"--{k}" for k, v in shape.items() if v is not None)
+        raise SiteAgentError(f"{given}: the architecture comes from {start.source}; drop them")
+    defaults = {"size": 16, "width": 8, "depth": 3, "fc": 128}
+    shape = {k: defaults[k] if v is None else v for k, v in shape.items()}
+    opts = TrainOptions(site_id=args.site_id, data=args.data, size=shape["size"], width=shape["width"],
+                        depth=shape["depth"], fc=shape["fc"], epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, cosine=args.cosine, seed=args.seed,
                         share_samples=args.share_samples, category=args.category, n_train=args.n_train,
                         n_test=args.n_test, negatives=args.negatives, dropout=args.dropout,
                         seg_weight=args.seg_weight)
-    info, _ = train_site(opts, args.workspace, progress=not args.no_progress)
-    print(f"site {info.site_id}: teacher for category '{info.category}' ({info.data}) -> {args.workspace}")
+    info, _ = train_site(opts, args.workspace, progress=not args.no_progress, start=start)
+    print(f"site {info.site_id}: teacher for category '{info.category}' ({info.data}) -> {args.workspace}"
+          + (f", started from {start.source}" + ("" if start.weights is not None else " (architecture)")
+             if start is not None else ""))
     for task, metrics in info.teacher_metrics.items():
         print(f"  held-out {task}: " + ", ".join(f"{k} {v:.2f}%" for k, v in metrics.items()))
     print(f"  E||f(I)||_F = {info.feature_norm_mean:.4f} over {info.num_images} training images"
@@ -274,6 +292,21 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.coordinator:
         return cmd_push(args)
     return 0
+
+
+def _start(args: argparse.Namespace):
+    """The base or site a teacher starts from (site_agent.start), fetched through the checked client."""
+    wanted = getattr(args, "init_from", None) or getattr(args, "arch_from", None) or getattr(args, "like_site", None)
+    if not wanted:
+        return None
+    if not args.coordinator:
+        raise SiteAgentError("--init-from, --arch-from and --like-site need --coordinator HOST:PORT")
+    from site_agent.client import RegistryClient
+    from site_agent.start import fetch_start
+
+    with RegistryClient(args.coordinator, retries=args.retries, security=_security(args)) as registry:
+        return fetch_start(registry, base=args.init_from or args.arch_from, like_site=args.like_site,
+                           weights=bool(args.init_from))
 
 
 def cmd_push(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from transplant.teacher import TeacherNet, TeacherTraining, evaluate_teacher, fe
 
 from site_agent.data import load_source, parse_source
 from site_agent.errors import SiteAgentError
+from site_agent.start import Start
 from site_agent.workspace import SiteInfo, config_dict, save_workspace
 
 
@@ -76,15 +77,23 @@ def _set_metadata(module: SpecModule, key: str, value: dict) -> None:
     module.spec = ModuleSpec.from_json({**spec.to_json(), "metadata": {**spec.metadata, key: value}})
 
 
-def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True) -> tuple[SiteInfo, TeacherNet]:
-    """Train, evaluate on the held-out split, split into modules, compute E||f(I)||_F, save."""
+def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True,
+               start: Start | None = None) -> tuple[SiteInfo, TeacherNet]:
+    """Train, evaluate on the held-out split, split into modules, compute E||f(I)||_F, save. With `start`
+    (site_agent.start: a base or a site to join), its architecture, and a base's weights as the start."""
     _check(opts)
+    if start is not None:
+        opts = dataclasses.replace(opts, size=start.config.image_size)
     dataset = load_source(opts.data, opts.size, opts.seed, opts.n_train, opts.n_test, opts.negatives)
     shapes = parse_source(opts.data).kind == "shapes"
     tasks = parse_source(opts.data).tasks
     train = dataset.train
-    cfg = dataclasses.replace(vgg_small(width=opts.width, depth=opts.depth, image_size=opts.size,
-                                        in_channels=int(train.images.shape[1]), fc=opts.fc), dropout=opts.dropout)
+    cfg = start.config if start is not None else dataclasses.replace(
+        vgg_small(width=opts.width, depth=opts.depth, image_size=opts.size, in_channels=int(train.images.shape[1]),
+                  fc=opts.fc), dropout=opts.dropout)
+    if cfg.in_channels != int(train.images.shape[1]):
+        raise SiteAgentError(f"{start.source if start else 'the net'} reads {cfg.in_channels}-channel images but "
+                             f"{opts.data!r} gives {int(train.images.shape[1])}")
     config = TeacherTraining(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
                              seg_weight=opts.seg_weight, cosine=opts.cosine)
     with tqdm(desc=f"train {opts.site_id}", unit="step", disable=not progress, leave=True) as bar:
@@ -95,12 +104,13 @@ def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True)
 
         with warnings.catch_warnings():  # train_teacher reports float(loss) of a grad tensor: harmless
             warnings.simplefilter("ignore", UserWarning)
-            net = train_teacher(teacher_specs(cfg, tasks), train.images, train.labels, train.masks, config, report)
+            net = train_teacher(teacher_specs(cfg, tasks), train.images, train.labels, train.masks, config, report,
+                                init=start.weights if start is not None else None)
     test = dataset.test
     info = SiteInfo(
         site_id=opts.site_id, category=opts.category or dataset.category, data=opts.data, size=opts.size,
         seed=opts.seed, tasks=list(tasks), architecture=config_dict(cfg),
-        training=config_dict(config),
+        training={**config_dict(config), **({"start": start.record()} if start is not None else {})},
         teacher_metrics=evaluate_teacher(net, test.images, test.labels, test.masks),
         # the rescaling statistic (beta's denominator/numerator): a number, never the images
         feature_norm_mean=feature_norm_mean(net.category, train.images), num_images=len(train),

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from transplant.architectures import VGGConfig, teacher_specs
 from transplant.fxspec import Crop, TraceError, one_line
-from transplant.spec import INPUT, ModuleSpec, SpecError, infer_shapes, parse_spec
+from transplant.spec import INPUT, ModuleSpec, SpecError, infer_shapes, parameter_shapes, parse_spec
 from transplant.spec.schema import SPEC_FORMAT
 
 DEFAULT_SPLIT = "pool1"  # the paper's cut: the category module is the first stage
@@ -195,6 +196,45 @@ def model_from_state_dict(state: Mapping[str, torch.Tensor], input_hw: tuple[int
     return model, model.names, layout
 
 
+# ---- the VGG family of modules someone else trained: to train a net that fits them ----
+
+def vgg_config_of(category: ModuleSpec, tasks: Mapping[str, ModuleSpec]) -> VGGConfig:
+    """The VGGConfig whose teacher_specs are exactly these modules (a base's, or a site's a net wants to join);
+    SpecError if they are not a VGG family this project trains (e.g. an import cut elsewhere)."""
+    convs: dict[int, dict[int, int]] = {}
+    fc: list[int] = []
+    cfg: dict[str, Any] = {}
+    for spec in (category, *tasks.values()):
+        for node in spec.nodes:
+            match = re.fullmatch(r"conv(\d+)_(\d+)", node.name)
+            if match and node.op == "conv2d":
+                convs.setdefault(int(match[1]), {})[int(match[2])] = node.attrs["out_channels"]
+            elif re.fullmatch(r"fc\d+", node.name) and node.name != spec.output:
+                fc.append(node.attrs.get("out_features", node.attrs.get("out_channels", 0)))
+            elif node.op == "dropout":
+                cfg["dropout"] = node.attrs["p"]
+        if spec is not category and spec.node(spec.output).op == "linear":
+            cfg["num_outputs"] = spec.node(spec.output).attrs["out_features"]
+        if "score_fr" in {n.name for n in spec.nodes}:
+            cfg["seg_classes"] = spec.node("score_fr").attrs["out_channels"]
+    stages = sorted(convs)
+    channels, height, width = category.input_shape
+    if stages != list(range(1, len(stages) + 1)) or height != width:
+        raise SpecError(f"{category.name} is not a VGG family this project trains (stages {stages}, "
+                        f"input {height}x{width})")
+    fc_units = tuple(dict.fromkeys(fc)) if len(set(fc)) > 1 else tuple(fc[: max(1, len(fc) // max(1, len(tasks)))])
+    config = VGGConfig(in_channels=channels, image_size=height, fc=fc_units or (128, 128),
+                       widths=tuple(convs[s][max(convs[s])] for s in stages),
+                       convs=tuple(len(convs[s]) for s in stages),
+                       name=str(category.metadata.get("family", category.name)), **cfg)
+    built = teacher_specs(config, tuple(tasks))
+    for task, spec in {"category": category, **tasks}.items():
+        made = built.category if task == "category" else built.tasks[task]
+        if parameter_shapes(made) != parameter_shapes(spec):
+            raise SpecError(f"the {task} module {spec.name!r} is not a VGG family this project trains")
+    return config
+
+
 # ---- the whole net's spec cut into modules, and its output reduced to the task's ----
 
 def split_spec(spec: ModuleSpec, weights: Mapping[str, torch.Tensor], at: str, task: str
@@ -294,4 +334,4 @@ def selection(channels: int, keep: tuple[int, ...], task_is_dense: bool) -> torc
 
 
 __all__ = ["DEFAULT_SPLIT", "FCN8S", "FCN8s", "TorchvisionVGG", "TraceError", "VGG_CLASSIFIER", "detect_layout",
-           "model_from_state_dict", "read_state_dict", "select_outputs", "selection", "split_spec"]
+           "model_from_state_dict", "read_state_dict", "select_outputs", "selection", "split_spec", "vgg_config_of"]

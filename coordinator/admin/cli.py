@@ -7,7 +7,9 @@
     promote  force an evaluated (e.g. REJECTED) job's result into its net, recorded as forced
     net      the transplant net: every route with its provenance (--json)
     rollback commit a new version of a net equal to an older one
-    sites    the sites the coordinator knows (--json)
+    sites    the sites the coordinator knows: categories, tasks, input sizes, channels (--json)
+    modules  every stored module: site, category, role, task, input, channels, sha256 (--json)
+    base     publish a shared base net sites start from (`base publish`), list the bases (`base list`)
     download write a runnable TransplantNet folder (TransplantNet.load(DIR)); net.json carries provenance
 
 The admin token comes from --token-file or $TRANSPLANT_ADMIN_TOKEN (see `python -m coordinator token new`).
@@ -28,7 +30,8 @@ from common.errors import DownloadError
 from common.registry_client import download
 from coordinator.admin import views
 from coordinator.job_states import STATES, TERMINAL_PB
-from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2_grpc
+from common.patterns import BASE_SITE
+from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 MAX_MESSAGE = 64 << 20
 
@@ -95,10 +98,43 @@ def cmd_rollback(args, control, registry) -> int:
 
 
 def cmd_sites(args, control, registry) -> int:
-    docs = [views.site_doc(s) for s in control.ListSites(control_pb2.ListSitesRequest(), timeout=args.timeout).sites]
+    modules = _module_docs(args, registry)
+    docs = [views.site_doc(s, modules)
+            for s in control.ListSites(control_pb2.ListSitesRequest(), timeout=args.timeout).sites]
     if args.json:
         return _print_json(docs)
     _table(views.SITE_HEADER, [views.site_cells(d) for d in docs])
+    return 0
+
+
+def _module_docs(args, registry, site: str = "", category: str = "") -> list[dict]:
+    request = registry_pb2.ListModulesRequest(site_id=site, category=category)
+    return [views.module_doc(m) for m in registry.List(request, timeout=args.timeout).modules]
+
+
+def cmd_modules(args, control, registry) -> int:
+    docs = sorted(_module_docs(args, registry, args.site, args.category),
+                  key=lambda d: (d["site_id"], d["category"], d["role"], d["task"]))
+    if args.role:
+        docs = [d for d in docs if d["role"] == args.role]
+    if args.json:
+        return _print_json(docs)
+    _table(views.MODULE_HEADER, [views.module_cells(d) for d in docs])
+    return 0
+
+
+def cmd_base(args, control, registry) -> int:
+    from coordinator.admin.base import publish_base
+
+    if args.base_command == "list":
+        docs = _module_docs(args, registry, BASE_SITE)
+        if args.json:
+            return _print_json(docs)
+        _table(views.MODULE_HEADER, [views.module_cells(d) for d in docs])
+        return 0
+    for what, reply in publish_base(registry, args.name, Path(args.source), args.timeout):
+        print(f"{what}\t{reply.module_id}\t{reply.sha256}")
+    print(f"published base {args.name!r}: sites start from it with `site_agent train --init-from {args.name}`")
     return 0
 
 
@@ -235,8 +271,24 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="commit a new version of a net equal to an older one")
     rollback.add_argument("--net", required=True, help="the net's name (its generic site)")
     rollback.add_argument("--version", type=int, required=True, help="the version to restore")
-    sites = commands.add_parser("sites", help="the sites the coordinator knows: endpoints, modules, samples")
+    sites = commands.add_parser("sites", help="the sites the coordinator knows: endpoints, categories, tasks, "
+                                              "input sizes, channels, samples")
     sites.add_argument("--json", action="store_true", help="print JSON")
+    modules = commands.add_parser("modules", help="every stored module: site, category, role, task, input size, "
+                                                  "channels, sha256")
+    modules.add_argument("--site", default="", help="only this site's modules")
+    modules.add_argument("--category", default="", help="only this category's")
+    modules.add_argument("--role", choices=("category", "task", "adapter", "samples"), help="only this role")
+    modules.add_argument("--json", action="store_true", help="print JSON")
+    base = commands.add_parser("base", help="shared base nets sites start from (train --init-from NAME)")
+    base_commands = base.add_subparsers(dest="base_command", required=True)
+    publish = base_commands.add_parser("publish", help="upload a site workspace as base NAME (validated like any "
+                                                       "upload)")
+    publish.add_argument("--name", required=True, help="the base's name (sites use --init-from NAME)")
+    publish.add_argument("--from", dest="source", required=True, metavar="DIR",
+                         help="a site workspace (site_agent train/import wrote it): category/, tasks/, site.json")
+    listing = base_commands.add_parser("list", help="the published bases' modules")
+    listing.add_argument("--json", action="store_true", help="print JSON")
     down = commands.add_parser("download", help="write a runnable transplant net folder")
     down.add_argument("dir", help="folder to write (TransplantNet.save layout)")
     down.add_argument("--version", type=int, default=0, help="net version (0: latest)")
@@ -249,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"submit": cmd_submit, "jobs": cmd_jobs, "watch": cmd_watch, "cancel": cmd_cancel,
             "promote": cmd_promote, "net": cmd_net, "rollback": cmd_rollback, "sites": cmd_sites,
+            "modules": cmd_modules, "base": cmd_base,
             "download": cmd_download, "report": cmd_report}
 
 

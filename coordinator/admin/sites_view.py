@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from common.patterns import BASE_SITE
 from coordinator.ledger import Ledger
 from coordinator.store import Store
 from coordinator.store.manifests import list_module_records
@@ -13,7 +14,7 @@ def site_infos(ledger: Ledger, store: Store) -> list[control_pb2.SiteInfo]:
     seen = {site.site_id: site for site in ledger.list_sites()}
     by_site: dict[str, list] = {}
     for record in list_module_records(store):
-        if record.site_id != ADAPTER_SITE:
+        if record.site_id not in (ADAPTER_SITE, BASE_SITE):  # the coordinator's adapters, the shared bases
             by_site.setdefault(record.site_id, []).append(record)
     infos = []
     for site_id in sorted(set(seen) | set(by_site)):

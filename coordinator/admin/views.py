@@ -1,14 +1,15 @@
-"""What `admin jobs`, `admin net` and `admin sites` show: one dict per row (printed as JSON with --json)
+"""What `admin jobs`, `admin net`, `admin sites` and `admin modules` show: one dict per row (printed as JSON with --json)
 and the table cells made from it, so the table and the JSON never disagree."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from coordinator.convert import provenance_doc
 from coordinator.job_states import state_name
 from coordinator.promotion import primary_metric
-from protos.nt.v1 import control_pb2
+from protos.nt.v1 import common_pb2, control_pb2, registry_pb2
 
 AUTO = "auto"  # an empty method in a job spec means auto (transplant.methods.AUTO; no torch import here)
 
@@ -88,15 +89,56 @@ def route_cells(doc: dict) -> tuple[str, ...]:
             p["job_id"] or "-")
 
 
-def site_doc(site: control_pb2.SiteInfo) -> dict:
+def site_doc(site: control_pb2.SiteInfo, modules: list[dict] | None = None) -> dict:
+    """A site, with the input and channels of its category modules (what a joining net must match)."""
+    own = [m for m in modules or [] if m["site_id"] == site.site_id and m["role"] == "category"]
     return {"site_id": site.site_id, "endpoint": site.endpoint, "last_seen": site.last_seen,
-            "categories": list(site.categories), "tasks": list(site.tasks), "shared_samples": site.shared_samples}
+            "categories": list(site.categories), "tasks": list(site.tasks), "shared_samples": site.shared_samples,
+            "inputs": sorted({_shape(m["input_shape"]) for m in own}),
+            "channels": sorted({m["out_channels"] for m in own if m["out_channels"]})}
 
 
-SITE_HEADER = ("SITE", "ENDPOINT", "LAST SEEN", "CATEGORIES", "TASKS", "SHARED SAMPLES")
+SITE_HEADER = ("SITE", "ENDPOINT", "LAST SEEN", "CATEGORIES", "TASKS", "INPUT", "CHANNELS OUT", "SHARED SAMPLES")
 
 
 def site_cells(doc: dict) -> tuple[str, ...]:
     seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(doc["last_seen"])) if doc["last_seen"] else "never"
     return (doc["site_id"], doc["endpoint"] or "-", seen, ",".join(doc["categories"]) or "-",
-            ",".join(doc["tasks"]) or "-", str(doc["shared_samples"]))
+            ",".join(doc["tasks"]) or "-", ",".join(doc["inputs"]) or "-",
+            ",".join(map(str, doc["channels"])) or "-", str(doc["shared_samples"]))
+
+
+def _shape(shape: list[int]) -> str:
+    return "x".join(map(str, shape)) or "-"
+
+
+def _spec_summary(spec_json: str) -> tuple[list[int], int, str]:
+    """(input [C, H, W], channels of the last conv (what the module hands on, for a category module), family)
+    read off the spec's JSON without building anything; the registry validated the spec on upload."""
+    try:
+        doc = json.loads(spec_json) if spec_json else {}
+    except ValueError:
+        doc = {}
+    if not isinstance(doc, dict):
+        return [], 0, ""
+    convs = [n.get("attrs", {}).get("out_channels", 0) for n in doc.get("nodes", [])
+             if isinstance(n, dict) and n.get("op") in ("conv2d", "conv_transpose2d")]
+    family = doc.get("metadata", {}).get("family", "") if isinstance(doc.get("metadata"), dict) else ""
+    return list(doc.get("input_shape", [])), int(convs[-1]) if convs else 0, str(family)
+
+
+def module_doc(info: registry_pb2.ModuleInfo) -> dict:
+    input_shape, channels, family = _spec_summary(info.spec_json)
+    return {"module_id": info.module_id, "site_id": info.site_id, "category": info.category,
+            "role": common_pb2.ModuleRole.Name(info.role).lower(), "task": info.task, "input_shape": input_shape,
+            "out_channels": channels, "family": family or info.metadata.get("family", ""), "sha256": info.sha256,
+            "size_bytes": info.size_bytes, "created": info.created}
+
+
+MODULE_HEADER = ("SITE", "CATEGORY", "ROLE", "TASK", "INPUT", "CHANNELS OUT", "FAMILY", "SIZE", "SHA256", "MODULE")
+
+
+def module_cells(doc: dict) -> tuple[str, ...]:
+    return (doc["site_id"], doc["category"], doc["role"], doc["task"] or "-", _shape(doc["input_shape"]),
+            str(doc["out_channels"] or "-"), doc["family"] or "-", str(doc["size_bytes"]), doc["sha256"],
+            doc["module_id"])
