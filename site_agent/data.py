@@ -49,11 +49,12 @@ def parse_source(text: str) -> Source:
 
 
 # Options that only some sources read: any other source refuses them rather than ignoring them.
-OPTION_KINDS = {"n_train": ("shapes",), "n_test": ("shapes",), "negatives": ("shapes", "folder")}
+OPTION_KINDS = {"n_train": ("shapes",), "n_test": ("shapes",), "negatives": ("shapes", "folder", "voc")}
 NEGATIVES_HELP = ("shapes: the paper's 'category vs random images' (the dissimilar categories and plain "
                   "backgrounds) unless --negatives names others ('background' included); folder: every other "
                   "class folder unless --negatives names some (e.g. a folder of random images); digits: every "
-                  "other digit; voc: the images without the class")
+                  "other digit; voc: every listed image without the class unless --negatives names VOC classes "
+                  "(then only the images showing one of them)")
 
 
 def check_options(text: str, **given: object) -> None:
@@ -86,7 +87,7 @@ def load_source(text: str, size: int | tuple[int, int] = 32, seed: int = 0, n_tr
         assert src.path is not None  # parse_source gives folder and voc sources a path
         if src.kind == "folder":
             return load_image_folder(src.path, src.category, size=size, seed=seed, negatives=negatives)
-        return load_voc_folder(src.path, src.category, size=size, seed=seed)
+        return load_voc_folder(src.path, src.category, size=size, seed=seed, negatives=negatives)
     except (ValueError, OSError) as exc:
         raise SiteAgentError(f"cannot load data source {text!r}: {exc}") from None
 

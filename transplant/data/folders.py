@@ -116,6 +116,11 @@ def voc_class_index(category: int | str) -> int:
 
 def _read_voc_mask(path: Path, image_size: tuple[int, int], cls: int, size: Size) -> np.ndarray:
     """Binary int64 [H, W]: 1 where the pixel is `cls`; void (255) counts as background."""
+    return (_read_voc_classes(path, image_size, size) == cls).astype(np.int64)
+
+
+def _read_voc_classes(path: Path, image_size: tuple[int, int], size: Size) -> np.ndarray:
+    """The class index of every pixel, [H, W] (a palette PNG's indices are the classes; 255: void)."""
     with Image.open(path) as im:
         if im.mode not in ("P", "L"):
             raise ValueError(f"mask {path} has mode {im.mode}: expected a palette (P) or greyscale (L) PNG "
@@ -125,11 +130,13 @@ def _read_voc_mask(path: Path, image_size: tuple[int, int], cls: int, size: Size
             raise ValueError(f"mask {path} is {w}x{h} but its image is {iw}x{ih}")
         # nearest neighbour: class indices must not be blended
         height, width = _hw(size)
-        return (np.asarray(im.resize((width, height), Image.Resampling.NEAREST)) == cls).astype(np.int64)
+        return np.asarray(im.resize((width, height), Image.Resampling.NEAREST))
 
 
-def load_voc_split(root: str | Path, category: int | str, split: str = "train", size: Size = 32) -> Split:
-    """All images listed in `ImageSets/Segmentation/<split>.txt`; label 1 if the class is present."""
+def load_voc_split(root: str | Path, category: int | str, split: str = "train", size: Size = 32,
+                   negatives: Sequence[int | str] | None = None) -> Split:
+    """All images listed in `ImageSets/Segmentation/<split>.txt`; label 1 if the class is present. With
+    `negatives` (VOC classes), an image without the class is kept only if it shows one of them."""
     root = Path(root)
     cls = voc_class_index(category)
     jpeg, seg = _dir(root / "JPEGImages", "VOC JPEGImages"), _dir(root / "SegmentationClass", "VOC SegmentationClass")
@@ -137,6 +144,9 @@ def load_voc_split(root: str | Path, category: int | str, split: str = "train", 
     if not listing.is_file():
         raise ValueError(f"VOC split list does not exist: {listing}")
     ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+    keep = None if negatives is None else [cls, *(voc_class_index(n) for n in negatives)]
+    if keep is not None and (cls in keep[1:] or len(keep) < 2):
+        raise ValueError(f"negatives must name VOC classes other than {VOC_CLASSES[cls]!r}")
     if not ids:
         raise ValueError(f"no images listed in {listing}")
     images, masks = [], []
@@ -147,25 +157,32 @@ def load_voc_split(root: str | Path, category: int | str, split: str = "train", 
                 raise ValueError(f"{listing} lists {name!r} but {p} does not exist")
         with Image.open(img_path) as im:
             image_size = im.size
-        masks.append(_read_voc_mask(mask_path, image_size, cls, size))
+        classes = _read_voc_classes(mask_path, image_size, size)
+        if keep is not None and not np.isin(classes, keep).any():
+            continue
+        masks.append((classes == cls).astype(np.int64))
         images.append(_read_image(img_path, size))
+    if not masks:
+        raise ValueError(f"no image in {listing} shows {VOC_CLASSES[cls]!r} or one of the negatives")
     mask_t = torch.from_numpy(np.stack(masks))
     labels = (mask_t.flatten(1).amax(1) > 0).long()
     return Split(_stack(images, size), labels, mask_t)
 
 
 def load_voc_folder(root: str | Path, category: int | str, size: Size = 32, seed: int = 0,
-                    train_split: str = "train", test_split: str = "val") -> CategoryDataset:
+                    train_split: str = "train", test_split: str = "val",
+                    negatives: Sequence[int | str] | None = None) -> CategoryDataset:
     """Binary "category vs rest" with masks: train from `train_split`, balanced test from `test_split`.
 
-    Train keeps every image showing the category plus as many random others; the test set
-    keeps as many of each so that it is balanced.
+    Negatives are the listed images that do not show the category, or, with `negatives` (VOC class names
+    or indices), only those that show one of these classes. Train keeps every image showing the category
+    plus as many random negatives; the test set keeps as many of each so that it is balanced.
     """
     cls = voc_class_index(category)
     rng = np.random.default_rng([seed, cls, 7])  # trailing tag: [s, 0] would equal [s]
     out = []
     for split, balanced in ((train_split, False), (test_split, True)):
-        full = load_voc_split(root, cls, split, size)
+        full = load_voc_split(root, cls, split, size, negatives)
         lab = full.labels.numpy()
         idx, _ = binary_split(np.flatnonzero(lab == 1), np.flatnonzero(lab == 0), rng, balanced)
         out.append(full.take(torch.from_numpy(idx)))
