@@ -148,3 +148,19 @@ def test_refusals_are_one_clear_line(tmp_path, folder, capsys, problem, expect):
     assert _import(tmp_path / "ws", path, data, *extra) == 2
     err = capsys.readouterr().err
     assert expect in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_site_evaluator_feeds_an_imported_net_as_it_was_imported(tmp_path, folder, registry):
+    """Evaluate's own bar (the teacher metric) equals the import's: same split, normalisation, [H, W]."""
+    from site_agent.client import RegistryClient
+    from site_agent.evaluator import SiteEvaluator
+
+    state, _ = vgg_state_dict(outputs=1, seed=3)
+    torch.save(state, tmp_path / "vgg.pth")
+    assert _import(tmp_path / "ws", tmp_path / "vgg.pth", f"folder:{folder}:cat", "--input-size", "32x64") == 0
+    info = load_info(tmp_path / "ws")
+    with RegistryClient(registry[0]) as client:
+        evaluator = SiteEvaluator(tmp_path / "ws", client)
+        assert evaluator.test.images.shape[2:] == (32, 64)
+        assert evaluator.teacher_metrics("classification") == pytest.approx(info.teacher_metrics["classification"])
+    assert float(evaluator.test.images.min()) < 0  # normalised ((x - mean) / std): raw [0, 1] never goes below 0
