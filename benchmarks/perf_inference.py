@@ -8,7 +8,9 @@ random weights: speed does not depend on them), written into a local store as a 
 The service is a separate process (`python -m coordinator.serving serve`, default batching: 32 images,
 5 ms); clients are threads of this process, each sending one 64x64 PNG per request back to back.
 In-process: the same PNG bytes decoded and preprocessed by the same function the service uses, then
-forwarded in batches of 32 by the route's TransplantPath. Keys starting `inference_` are merged into
+forwarded in batches of 32 by the route's TransplantPath, measured before and after the service (the
+mean is the reference: the load of a shared machine drifts). CPU seconds per request (client threads,
+server process) and per in-process image are load-independent and say where the time goes. Keys starting `inference_` are merged into
 perf.json; every other key there is kept.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import io
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -60,7 +63,7 @@ def in_process(store: LocalStore, data: list[bytes], seconds: float, batch: int 
     """Images per second decoding + forwarding in batches, and the forward alone."""
     net = build_served(load_latest_net(store, "site-dog"), ModuleCache(store)).net
     path, prep, limits = net.path("dog", CLASSIFICATION).eval(), preprocessing(net, "dog"), ImageLimits()
-    done, forward_s, started = 0, 0.0, time.perf_counter()
+    done, forward_s, started, cpu = 0, 0.0, time.perf_counter(), _cpu_s()
     with torch.no_grad():
         while time.perf_counter() - started < seconds:
             chunk = [data[(done + i) % len(data)] for i in range(batch)]
@@ -69,9 +72,10 @@ def in_process(store: LocalStore, data: list[bytes], seconds: float, batch: int 
             path(x)
             forward_s += time.perf_counter() - t0
             done += batch
-    total = time.perf_counter() - started
+    total, cpu = time.perf_counter() - started, _cpu_s() - cpu
     return {"inference_inprocess_images_per_s": done / total, "inference_inprocess_forward_only_images_per_s":
-            done / forward_s, "inference_inprocess_batch": batch}
+            done / forward_s, "inference_inprocess_batch": batch, "inference_inprocess_cpu_ms_per_image":
+            1000 * cpu / done}
 
 
 def start_server(store_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -90,8 +94,19 @@ def start_server(store_dir: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"the serving process did not start: {log.read_text()}")
 
 
-def through_service(address: str, data: list[bytes], clients: int, seconds: float) -> dict[str, float]:
-    """Requests (one image each) per second and latency percentiles with `clients` threads."""
+def _cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of this process, or of process `pid`."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def through_service(address: str, data: list[bytes], clients: int, seconds: float,
+                    server_pid: int | None = None) -> dict[str, float]:
+    """Requests (one image each) per second, latency percentiles and CPU per request (client, server)
+    with `clients` threads."""
     channels = [ClientSecurity().channel(address) for _ in range(min(clients, 8))]
     stubs = [predict_pb2_grpc.PredictStub(c) for c in channels]
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -112,6 +127,7 @@ def through_service(address: str, data: list[bytes], clients: int, seconds: floa
             n += clients
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    cpu_client, cpu_server = _cpu_s(), _cpu_s(server_pid) if server_pid else 0.0
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -120,12 +136,15 @@ def through_service(address: str, data: list[bytes], clients: int, seconds: floa
     for t in threads:
         t.join()
     total = time.perf_counter() - started
+    cpu_client, cpu_server = _cpu_s() - cpu_client, (_cpu_s(server_pid) - cpu_server) if server_pid else 0.0
     for c in channels:
         c.close()
     flat = np.array([x for lat in latencies for x in lat])
     key = f"inference_service_{clients}_clients"
     return {f"{key}_rps": len(flat) / total, f"{key}_p50_ms": float(np.percentile(flat, 50) * 1000),
-            f"{key}_p99_ms": float(np.percentile(flat, 99) * 1000), f"{key}_errors": len(errors)}
+            f"{key}_p99_ms": float(np.percentile(flat, 99) * 1000), f"{key}_errors": len(errors),
+            f"{key}_client_cpu_ms_per_request": 1000 * cpu_client / len(flat),
+            f"{key}_server_cpu_ms_per_request": 1000 * cpu_server / len(flat)}
 
 
 def measure(seconds: float) -> dict[str, object]:
@@ -135,17 +154,24 @@ def measure(seconds: float) -> dict[str, object]:
         store_dir = Path(tmp) / "store"
         store = LocalStore(store_dir)
         base_net(store, config=DEMO_SHAPES)
-        figures: dict[str, object] = in_process(store, data, seconds)
+        before = in_process(store, data, seconds / 2)
+        figures: dict[str, object] = {}
         proc, address = start_server(store_dir)
         try:
             through_service(address, data, 8, 1.0)  # warm-up: connections, first batches
             for clients in CLIENTS:
-                figures.update(through_service(address, data, clients, seconds))
+                figures.update(through_service(address, data, clients, seconds, proc.pid))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+        after = in_process(store, data, seconds / 2)  # before and after: a shared machine's load drifts
+        figures.update({k: (before[k] + after[k]) / 2 for k in before})
+        figures["inference_inprocess_images_per_s_before_after"] = [before["inference_inprocess_images_per_s"],
+                                                                     after["inference_inprocess_images_per_s"]]
     figures["inference_service_over_inprocess_32_clients"] = (
         figures["inference_service_32_clients_rps"] / figures["inference_inprocess_images_per_s"])  # type: ignore[operator]
+    figures["inference_inprocess_over_service_cpu_per_image_32_clients"] = (  # 1.0: serving costs no extra CPU
+        figures["inference_inprocess_cpu_ms_per_image"] / figures["inference_service_32_clients_server_cpu_ms_per_request"])  # type: ignore[operator]
     figures["inference_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (
         f"cpu, {os.cpu_count()} cores, 1 torch thread per process")
     figures["inference_image"] = "64x64 RGB PNG, one per request; net: demo shapes (32x32 input, width 16, 3 stages)"

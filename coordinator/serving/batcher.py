@@ -2,16 +2,19 @@
 
 A lane per route holds the pending requests; its thread takes the first one, waits at most
 `max_wait_s` for more, and runs up to `max_batch` images together (a request is never split, so one
-larger than `max_batch` runs alone). Every item carries the net version its request saw; a batch that
+larger than `max_batch` runs alone). It waits only for requests known to be coming: a request
+`announce`s itself before it decodes its images, so a lone request runs at once and a busy route
+fills its batches. Every item carries the net version its request saw; a batch that
 straddles a hot swap is run per version, so a request always finishes on the version it started with.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,13 +38,21 @@ class _Lane:
     def __init__(self, key: Hashable, batcher: Batcher) -> None:
         self.key, self.batcher = key, batcher
         self.pending: deque[_Pending] = deque()
+        self.coming = 0  # requests announced (decoding their images) and not yet submitted
         self.ready = threading.Condition()
         self.thread = threading.Thread(target=self._loop, name=f"batch-{key}", daemon=True)
         self.thread.start()
 
-    def put(self, request: _Pending) -> None:
+    def put(self, request: _Pending, announced: bool) -> None:
         with self.ready:
             self.pending.append(request)
+            self.coming -= announced
+            self.ready.notify()
+
+    def withdraw(self) -> None:
+        """An announced request that will not come (its images did not decode)."""
+        with self.ready:
+            self.coming -= 1
             self.ready.notify()
 
     def _take(self) -> list[_Pending] | None:
@@ -53,7 +64,8 @@ class _Lane:
             if b.closed:
                 return None
             deadline = self.pending[0].arrived + b.max_wait_s
-            while sum(len(p.items) for p in self.pending) < b.max_batch and (left := deadline - time.monotonic()) > 0:
+            while (self.coming > 0 and sum(len(p.items) for p in self.pending) < b.max_batch
+                   and (left := deadline - time.monotonic()) > 0):
                 self.ready.wait(left)
             batch: list[_Pending] = []
             images = 0
@@ -89,17 +101,42 @@ class Batcher:
         self._lanes: dict[Hashable, _Lane] = {}
         self._lock = threading.Lock()
 
-    def submit(self, key: Hashable, items: list[Any]) -> Future:
-        """A future of the request's results, in item order."""
+    def _lane(self, key: Hashable) -> _Lane:
         if self.closed:
             raise BatcherClosed("the batcher is closed")
         with self._lock:
             lane = self._lanes.get(key)
             if lane is None:
                 lane = self._lanes[key] = _Lane(key, self)
+            return lane
+
+    def submit(self, key: Hashable, items: list[Any]) -> Future:
+        """A future of the request's results, in item order."""
         request = _Pending(items)
-        lane.put(request)
+        self._lane(key).put(request, announced=False)
         return request.future
+
+    @contextlib.contextmanager
+    def announce(self, key: Hashable) -> Iterator[Callable[[list[Any]], Future]]:
+        """`with batcher.announce(route) as submit: ... submit(items)`: while the block prepares its
+        items, the lane's current batch may wait for them (up to max_wait)."""
+        lane = self._lane(key)
+        with lane.ready:
+            lane.coming += 1
+        submitted = False
+
+        def submit(items: list[Any]) -> Future:
+            nonlocal submitted
+            request = _Pending(items)
+            lane.put(request, announced=not submitted)
+            submitted = True
+            return request.future
+
+        try:
+            yield submit
+        finally:
+            if not submitted:
+                lane.withdraw()
 
     def close(self) -> None:
         """Stops every lane; requests still queued fail (the server has stopped taking calls by then)."""

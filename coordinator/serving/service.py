@@ -68,9 +68,10 @@ class PredictService(predict_pb2_grpc.PredictServicer):
     def _predict(self, served: Served, request: predict_pb2.PredictRequest) -> predict_pb2.PredictReply:
         self.limits.check_request(len(request.images))
         prep = preprocessing(served.net, request.category)
-        tensors = [decode(data, prep, i, self.limits) for i, data in enumerate(request.images)]
         try:
-            future = self.batcher.submit((request.category, request.task), [(served, x) for x in tensors])
+            with self.batcher.announce((request.category, request.task)) as submit:
+                tensors = [decode(data, prep, i, self.limits) for i, data in enumerate(request.images)]
+                future = submit([(served, x) for x in tensors])
             results = future.result(timeout=WAIT_S)
         except TimeoutError:
             raise NotReady(f"no forward pass within {WAIT_S:.0f} s: the replica is overloaded") from None

@@ -23,22 +23,40 @@ class Recorder:
         return [(key, item) for item in items]
 
 
-def test_concurrent_requests_share_a_batch_up_to_max_batch_and_get_their_own_results():
+def test_announced_requests_share_a_batch_up_to_max_batch_and_get_their_own_results():
     run = Recorder()
-    batcher = Batcher(run, max_batch=4, max_wait_s=0.2)
-    futures = [batcher.submit("r", [i, i + 100]) for i in range(3)]  # 6 items: 4 + 2, never a request split
+    batcher = Batcher(run, max_batch=4, max_wait_s=5)
+    with batcher.announce("r") as s0, batcher.announce("r") as s1, batcher.announce("r") as s2:
+        futures = [s0([0, 100])]
+        time.sleep(0.2)  # still decoding: the batch waits for the announced ones
+        futures += [s1([1, 101]), s2([2, 102])]  # 6 items: 4 + 2, never a request split
     assert [f.result(timeout=5) for f in futures] == [[("r", i), ("r", i + 100)] for i in range(3)]
     assert [len(items) for _, items in run.batches] == [4, 2]
     batcher.close()
 
 
-def test_a_lone_request_waits_at_most_max_wait_and_one_over_max_batch_runs_alone():
+def test_nothing_announced_runs_at_once_and_a_withdrawn_announcement_stops_the_wait():
     run = Recorder()
-    batcher = Batcher(run, max_batch=2, max_wait_s=0.05)
+    batcher = Batcher(run, max_batch=8, max_wait_s=10)
     started = time.monotonic()
     assert batcher.submit("r", [1]).result(timeout=5) == [("r", 1)]
-    assert time.monotonic() - started < 1.0
-    assert batcher.submit("r", [1, 2, 3]).result(timeout=5) == [("r", 1), ("r", 2), ("r", 3)]
+    with pytest.raises(ValueError, match="undecodable"):
+        with batcher.announce("r") as submit:
+            future = batcher.submit("r", [2])  # waits for the announced request ...
+            time.sleep(0.1)
+            raise ValueError("undecodable")  # ... which never comes
+    assert future.result(timeout=5) == [("r", 2)]
+    assert time.monotonic() - started < 3  # neither waited max_wait (10 s)
+    assert batcher.submit("r", [1, 2, 3] * 4).result(timeout=5) == [("r", i) for i in [1, 2, 3] * 4]  # > max_batch
+    batcher.close()
+
+
+def test_an_announcement_is_waited_for_at_most_max_wait():
+    batcher = Batcher(Recorder(), max_batch=8, max_wait_s=0.1)
+    with batcher.announce("r"):
+        started = time.monotonic()
+        assert batcher.submit("r", [1]).result(timeout=5) == [("r", 1)]
+        assert 0.05 < time.monotonic() - started < 2
     batcher.close()
 
 
