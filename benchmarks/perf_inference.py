@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.request import urlopen
 
 import numpy as np
 import torch
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DEMO_SHAPES = vgg_small(width=16, depth=3, image_size=32)
 CLIENTS = (1, 8, 32)
+INPROCESS_BATCH = 32  # the service's default --max-batch
 
 
 def images(count: int, side: int = 64) -> list[bytes]:
@@ -59,7 +61,7 @@ def images(count: int, side: int = 64) -> list[bytes]:
     return out
 
 
-def in_process(store: LocalStore, data: list[bytes], seconds: float, batch: int = 32) -> dict[str, float]:
+def in_process(store: LocalStore, data: list[bytes], seconds: float, batch: int = INPROCESS_BATCH) -> dict[str, float]:
     """Images per second decoding + forwarding in batches, and the forward alone."""
     net = build_served(load_latest_net(store, "site-dog"), ModuleCache(store)).net
     path, prep, limits = net.path("dog", CLASSIFICATION).eval(), preprocessing(net, "dog"), ImageLimits()
@@ -74,19 +76,21 @@ def in_process(store: LocalStore, data: list[bytes], seconds: float, batch: int 
             done += batch
     total, cpu = time.perf_counter() - started, _cpu_s() - cpu
     return {"inference_inprocess_images_per_s": done / total, "inference_inprocess_forward_only_images_per_s":
-            done / forward_s, "inference_inprocess_batch": batch, "inference_inprocess_cpu_ms_per_image":
+            done / forward_s, "inference_inprocess_cpu_ms_per_image":
             1000 * cpu / done}
 
 
-def start_server(store_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(store_dir: Path) -> tuple[subprocess.Popen, str, str]:
     log = store_dir.parent / "serve.log"
     proc = subprocess.Popen([sys.executable, "-m", "coordinator.serving", "serve", "--store", f"local://{store_dir}",
-                             "--port", "0", "--metrics-port", "-1"], cwd=ROOT, stdout=log.open("w"),
+                             "--port", "0", "--metrics-port", "0"], cwd=ROOT, stdout=log.open("w"),
                             stderr=subprocess.STDOUT, env={**os.environ, "TRANSPLANT_THREADS": "1"})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if match := re.search(r"Predict listening on ([\d.]+:\d+)", log.read_text()):
-            return proc, match.group(1)
+        text = log.read_text()
+        if (match := re.search(r"Predict listening on ([\d.]+:\d+)", text)) and (
+                metrics := re.search(r"metrics on (http://\S+)", text)):
+            return proc, match.group(1), metrics.group(1)
         if proc.poll() is not None:
             break
         time.sleep(0.1)
@@ -103,8 +107,16 @@ def _cpu_s(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _batches(metrics_url: str) -> tuple[float, float]:
+    """(images, forward passes) the server has run so far, from its /metrics."""
+    text = urlopen(metrics_url, timeout=10).read().decode()
+    total = {kind: sum(float(v) for v in re.findall(rf"^transplant_predict_batch_images_{kind}\{{.*\}} (\S+)$",
+                                                      text, re.M)) for kind in ("sum", "count")}
+    return total["sum"], total["count"]
+
+
 def through_service(address: str, data: list[bytes], clients: int, seconds: float,
-                    server_pid: int | None = None) -> dict[str, float]:
+                    server_pid: int | None = None, metrics_url: str | None = None) -> dict[str, float]:
     """Requests (one image each) per second, latency percentiles and CPU per request (client, server)
     with `clients` threads."""
     channels = [ClientSecurity().channel(address) for _ in range(min(clients, 8))]
@@ -128,6 +140,7 @@ def through_service(address: str, data: list[bytes], clients: int, seconds: floa
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     cpu_client, cpu_server = _cpu_s(), _cpu_s(server_pid) if server_pid else 0.0
+    batches = _batches(metrics_url) if metrics_url else (0.0, 0.0)
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -144,7 +157,14 @@ def through_service(address: str, data: list[bytes], clients: int, seconds: floa
     return {f"{key}_rps": len(flat) / total, f"{key}_p50_ms": float(np.percentile(flat, 50) * 1000),
             f"{key}_p99_ms": float(np.percentile(flat, 99) * 1000), f"{key}_errors": len(errors),
             f"{key}_client_cpu_ms_per_request": 1000 * cpu_client / len(flat),
-            f"{key}_server_cpu_ms_per_request": 1000 * cpu_server / len(flat)}
+            f"{key}_server_cpu_ms_per_request": 1000 * cpu_server / len(flat), **_mean_batch(key, batches, metrics_url)}
+
+
+def _mean_batch(key: str, before: tuple[float, float], metrics_url: str | None) -> dict[str, float]:
+    if not metrics_url:
+        return {}
+    images, passes = (now - then for now, then in zip(_batches(metrics_url), before))
+    return {f"{key}_mean_batch_images": images / passes if passes else 0.0}
 
 
 def measure(seconds: float) -> dict[str, object]:
@@ -156,16 +176,17 @@ def measure(seconds: float) -> dict[str, object]:
         base_net(store, config=DEMO_SHAPES)
         before = in_process(store, data, seconds / 2)
         figures: dict[str, object] = {}
-        proc, address = start_server(store_dir)
+        proc, address, metrics_url = start_server(store_dir)
         try:
             through_service(address, data, 8, 1.0)  # warm-up: connections, first batches
             for clients in CLIENTS:
-                figures.update(through_service(address, data, clients, seconds, proc.pid))
+                figures.update(through_service(address, data, clients, seconds, proc.pid, metrics_url))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
         after = in_process(store, data, seconds / 2)  # before and after: a shared machine's load drifts
         figures.update({k: (before[k] + after[k]) / 2 for k in before})
+        figures["inference_inprocess_batch"] = INPROCESS_BATCH
         figures["inference_inprocess_images_per_s_before_after"] = [before["inference_inprocess_images_per_s"],
                                                                      after["inference_inprocess_images_per_s"]]
     figures["inference_service_over_inprocess_32_clients"] = (
