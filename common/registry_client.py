@@ -24,6 +24,7 @@ from common.stages import Stage
 from protos.nt.v1 import chunk_pb2, common_pb2, registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger("common.registry_client")
+OWN_THREAD_BYTES = 4 * CHUNK_SIZE  # smaller downloads are hashed inline: a thread would cost more than it saves
 T = TypeVar("T")
 
 
@@ -56,13 +57,15 @@ def collect(stream: Iterable[registry_pb2.DownloadReply], name: str,
     """(info, bytes) of a Download stream; stops at the first misbehaviour (DownloadError). With `digest`,
     every chunk is hashed as it arrives, on its own thread (common.stages): no second pass over the bytes."""
     info, parts, received = None, [], 0
-    hasher = Stage("sha256", digest.update) if digest is not None else None
+    hasher: Stage | None = None
     try:
         for reply in stream:
             if reply.WhichOneof("payload") == "info":
                 if info is not None:
                     raise DownloadError(f"download of {name}: second ModuleInfo in the stream")
                 info = reply.info
+                if digest is not None and info.size_bytes >= OWN_THREAD_BYTES:
+                    hasher = Stage("sha256", digest.update)
                 continue
             if info is None:
                 raise DownloadError(f"download of {name}: chunk before ModuleInfo")
@@ -76,6 +79,8 @@ def collect(stream: Iterable[registry_pb2.DownloadReply], name: str,
             parts.append(data)
             if hasher is not None:
                 hasher.put(data)
+            elif digest is not None:
+                digest.update(data)
     finally:
         if hasher is not None:
             hasher.close()

@@ -14,13 +14,16 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
+from common.errors import DownloadError
+from common.registry_client import download
 from coordinator.ingest import ingest
 from coordinator.registry_service import RegistryService
 from coordinator.store import BlobInfo, LocalStore, ObjectStore, S3Store
 from coordinator.manifests import list_module_records
 from coordinator.validation import UploadLimits, UploadRejected, weights_check
-from protos.nt.v1 import chunk_pb2, common_pb2, registry_pb2
+from protos.nt.v1 import chunk_pb2, common_pb2, registry_pb2, registry_pb2_grpc
 from tests.coordinator.store.conftest import make_s3_store
+from tests.helpers.registry import serve_registry
 from tests.helpers.s3server import start_s3_server
 from transplant.spec import ModuleSpec
 from transplant.spec.builder import SpecBuilder
@@ -160,3 +163,23 @@ def test_a_sha256_mismatch_is_refused_after_the_last_byte(tmp_path) -> None:
     with pytest.raises(UploadRejected, match="sha256 mismatch"):
         RegistryService(store, LIMITS)._ingest(requests(spec_json, data, 1 << 20, sha256="0" * 64))
     assert leftovers(store) == []
+
+
+def test_a_large_download_is_hashed_as_it_arrives_and_a_corrupted_blob_refused(tmp_path) -> None:
+    store = LocalStore(tmp_path / "store")
+    spec_json, weights = big_task(12)  # above OWN_THREAD_BYTES: hashed on its own thread
+    data = st_save({"fc.weight": weights.normal_()})
+    record = RegistryService(store, LIMITS)._ingest(requests(spec_json, data, 1 << 20))
+    server, channel = serve_registry(RegistryService(store, LIMITS))
+    try:
+        stub = registry_pb2_grpc.ModuleRegistryStub(channel)
+        assert download(stub, record.module_id)[1] == data
+        blob = store.root / "blobs" / record.sha256[:2] / record.sha256
+        corrupted = bytearray(data)
+        corrupted[-1] ^= 1  # the very last byte
+        blob.write_bytes(bytes(corrupted))
+        with pytest.raises(DownloadError, match="sha256 of the received bytes"):
+            download(stub, record.module_id)
+    finally:
+        channel.close()
+        server.stop(0)
