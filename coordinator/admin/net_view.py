@@ -7,7 +7,7 @@ import math
 from coordinator.convert import entry_pb, metrics_pb, provenance_pb
 from coordinator.promotion import TEACHER_PREFIX, primary_metric
 from coordinator.store import Store
-from coordinator.store.manifests import ModuleRecord, NetManifest, load_module_record
+from coordinator.manifests import ModuleRecord, NetManifest, load_module_record
 from protos.nt.v1 import control_pb2
 
 NATIVE = "native"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from common.patterns import BASE_SITE
 from coordinator.ledger import Ledger
 from coordinator.store import Store
-from coordinator.store.manifests import list_module_records
+from coordinator.manifests import list_module_records
 from coordinator.worker import ADAPTER_SITE  # the coordinator's own adapters are not a site's
 from protos.nt.v1 import control_pb2
 
