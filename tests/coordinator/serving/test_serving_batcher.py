@@ -41,7 +41,7 @@ def test_nothing_announced_runs_at_once_and_a_withdrawn_announcement_stops_the_w
     started = time.monotonic()
     assert batcher.submit("r", [1]).result(timeout=5) == [("r", 1)]
     with pytest.raises(ValueError, match="undecodable"):
-        with batcher.announce("r") as submit:
+        with batcher.announce("r"):
             future = batcher.submit("r", [2])  # waits for the announced request ...
             time.sleep(0.1)
             raise ValueError("undecodable")  # ... which never comes

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -18,6 +19,7 @@ import pytest
 from common.security import ClientSecurity
 from coordinator.serving.server import ServingConfig, start_serving
 from coordinator.store import LocalStore
+from coordinator.store.manifests import commit_net, load_latest_net, load_net
 from protos.nt.v1 import predict_pb2, predict_pb2_grpc
 from tests.coordinator.serving.conftest import png
 from tests.helpers.nets import base_net, grow
@@ -58,9 +60,18 @@ class Load:
             t.join()
 
 
+def _served_version(stub: predict_pb2_grpc.PredictStub) -> int:
+    try:
+        return stub.ListRoutes(predict_pb2.ListRoutesRequest(), timeout=10).version
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.UNAVAILABLE:  # no version loaded yet
+            raise
+        return 0
+
+
 def _wait_for(stub: predict_pb2_grpc.PredictStub, version: int, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
-    while stub.ListRoutes(predict_pb2.ListRoutesRequest(), timeout=10).version < version:
+    while _served_version(stub) < version:
         assert time.monotonic() < deadline, f"version {version} was not swapped in within {timeout_s} s"
         time.sleep(0.02)
 
@@ -126,3 +137,28 @@ def test_two_replica_processes_on_one_store_both_swap_under_load(tmp_path):
             proc.terminate()
         for proc, _ in started:
             assert proc.wait(timeout=30) == 0
+
+
+def test_no_net_yet_is_unavailable_then_served_and_a_broken_version_keeps_the_old_one(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    handle = start_serving(ServingConfig(f"local://{tmp_path / 'store'}", port=0, poll_s=0.02))
+    try:
+        stub = predict_pb2_grpc.PredictStub(ClientSecurity().channel(handle.address))
+        request = predict_pb2.PredictRequest(category="dog", task=CLASSIFICATION, images=[png((8, 8, 3), 0)])
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "no transplant net" in info.value.details()
+        base_net(store)
+        _wait_for(stub, 1)
+        broken = load_latest_net(store, "site-dog").next_version()
+        broken.category_modules["ghost"] = "site-ghost-category-ghost-0000000000000000"  # not in the store
+        commit_net(store, broken)
+        deadline = time.monotonic() + 10
+        while handle.metrics.load_errors._value.get() < 1:
+            assert time.monotonic() < deadline, "the broken version was not noticed"
+            time.sleep(0.02)
+        assert stub.Predict(request, timeout=10).version == 1  # still the last good version
+        commit_net(store, replace(load_net(store, "site-dog", 1), version=3))  # a rollback to v1 loads: served
+        _wait_for(stub, 3)
+    finally:
+        handle.stop(0)
