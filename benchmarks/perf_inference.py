@@ -37,7 +37,7 @@ from common.security import ClientSecurity
 from coordinator.serving.images import ImageLimits, decode
 from coordinator.serving.loader import ModuleCache, build_served
 from coordinator.store import LocalStore
-from coordinator.store.manifests import load_latest_net
+from coordinator.manifests import load_latest_net
 from protos.nt.v1 import predict_pb2, predict_pb2_grpc
 from tests.helpers.nets import base_net
 from transplant.architectures import CLASSIFICATION, vgg_small

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from coordinator.netbook import NetBook
 from coordinator.rpc_errors import NotReady
 from coordinator.store import Store, StoreError
-from coordinator.manifests import NetManifest, load_module_record
+from coordinator.manifests import ModuleRecord, NetManifest, load_module_record
 from transplant.adapter import Adapter, adapter_from_bytes
 from transplant.net import TransplantNet
 from transplant.spec import ModuleSpec, SpecModule, build_module, weights_from_bytes
@@ -39,11 +39,24 @@ class ModuleCache:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._modules: dict[str, SpecModule | Adapter] = {}
+        self._records: dict[str, ModuleRecord] = {}
+        self._sites: dict[str, str] = {}  # module id -> site id, from one listing of modules/
+
+    def record(self, module_id: str) -> ModuleRecord:
+        """A module's record; one listing of the store finds every site's, not one scan per module."""
+        if module_id not in self._records:
+            if module_id not in self._sites:
+                self._sites = {key.rsplit("/", 1)[1].removesuffix(".json"): key.split("/")[1]
+                               for key in self.store.list_keys("modules/")}
+            site = self._sites.get(module_id)
+            record = load_module_record(self.store, module_id, site) if site else None
+            if record is None:
+                raise LookupError(f"module {module_id} of the net is not in the store")
+            self._records[module_id] = record
+        return self._records[module_id]
 
     def _blob(self, module_id: str) -> tuple[str, bytes]:
-        record = load_module_record(self.store, module_id)
-        if record is None:
-            raise LookupError(f"module {module_id} of the net is not in the store")
+        record = self.record(module_id)
         data = self.store.read_blob(record.sha256)
         if hashlib.sha256(data).hexdigest() != record.sha256:
             raise ValueError(f"module {module_id}: stored bytes do not match their sha256")
@@ -66,8 +79,7 @@ class ModuleCache:
         return adapter
 
     def native_category(self, task_module_id: str) -> str:
-        record = load_module_record(self.store, task_module_id)
-        return record.category if record is not None else ""
+        return self.record(task_module_id).category
 
 
 def build_served(manifest: NetManifest, cache: ModuleCache) -> Served:

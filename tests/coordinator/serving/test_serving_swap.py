@@ -19,7 +19,7 @@ import pytest
 from common.security import ClientSecurity
 from coordinator.serving.server import ServingConfig, start_serving
 from coordinator.store import LocalStore
-from coordinator.store.manifests import commit_net, load_latest_net, load_net
+from coordinator.manifests import commit_net, load_latest_net, load_net
 from protos.nt.v1 import predict_pb2, predict_pb2_grpc
 from tests.coordinator.serving.conftest import png
 from tests.helpers.nets import base_net, grow
