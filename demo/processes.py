@@ -36,6 +36,19 @@ class Processes:
         self.children[name] = child
         return child
 
+    def finish(self, name: str, timeout_s: float) -> None:
+        """Wait for a child that must end (a base's training); RuntimeError with its log tail on failure."""
+        child = self.children[name]
+        try:
+            child.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        del self.children[name]  # done: check_alive watches the long-running ones only
+        if child.returncode != 0:
+            tail = "\n".join(self.log_text(name).splitlines()[-15:])
+            raise RuntimeError(f"{name} exited with code {child.returncode}; last log lines:\n{tail}")
+
     def log_text(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")
 

@@ -1,6 +1,6 @@
 """The demo's run: start the coordinator and the sites, submit the jobs, collect the nets and reports.
 
-    python -m demo [--quick] [--samples N] [--steps N] [--workdir DIR] [--timeout S]
+    python -m demo [--quick] [--base] [--samples N] [--steps N] [--workdir DIR] [--timeout S]
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from common.registry_client import download
 from coordinator.job_states import TERMINAL_PB as TERMINAL
 from demo.processes import ROOT, Processes, free_port, wait_for
-from demo.sites import Group, coordinator_ready, default_groups, site_ready, start_site
+from demo.sites import Group, coordinator_ready, default_groups, site_ready, start_base, start_site
 from demo.table import Jobs, print_table, results_table
 from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2_grpc
 from transplant.methods import AUTO
@@ -33,6 +33,9 @@ class DemoOptions:
     samples: int = 20           # labelled samples each site shares (opt-in) for few-shot jobs; 0 = data-free
     steps: int = 600
     quick: bool = False         # 3 digits sites only: what the end-to-end test runs
+    # each group's sites fine-tune from a base the demo trains (on a category none of them has) and publishes
+    # first; off by default: on the digits sites the fine-tuned teachers came out worse than from scratch
+    base: bool = False
     timeout_s: float = 1500.0
     groups: list[Group] = field(default_factory=list)
 
@@ -122,6 +125,20 @@ def wait_for_sites(opts: DemoOptions, procs: Processes, registry: registry_pb2_g
             time.sleep(1)
 
 
+def publish_bases(opts: DemoOptions, procs: Processes, registry: registry_pb2_grpc.ModuleRegistryStub) -> None:
+    """Train every group's base on the demo's own generated data (in parallel), then publish each as an admin
+    would (`admin base publish`): uploaded and validated like any module."""
+    from coordinator.admin.base import publish_base
+
+    names = ", ".join(f"{g.base_name} ({g.base_data})" for g in opts.groups)
+    print(f"training the shared bases the sites start from: {names}", flush=True)
+    for group in opts.groups:
+        start_base(procs, group, opts.workdir / "bases" / group.base_name)
+    for group in opts.groups:
+        procs.finish(group.base_name, opts.timeout_s)
+        publish_base(registry, group.base_name, opts.workdir / "bases" / group.base_name, timeout=120)
+
+
 def run_demo(opts: DemoOptions) -> list[dict[str, Any]]:
     if opts.workdir.exists():
         shutil.rmtree(opts.workdir)
@@ -141,14 +158,17 @@ def run_demo(opts: DemoOptions) -> list[dict[str, Any]]:
         registry = registry_pb2_grpc.ModuleRegistryStub(channel)
         print(f"coordinator starting on {address} (local Ray, store {opts.workdir / 'store'}) ...", flush=True)
         wait_for(lambda: coordinator_ready(control), "the coordinator", 300, procs)
-        sites = [s for g in opts.groups for s in g.sites]
-        print(f"starting {len(sites)} site agents; each trains a teacher on its own data and pushes its modules",
-              flush=True)
+        if opts.base:
+            publish_bases(opts, procs, registry)
+        sites = [(g, s) for g in opts.groups for s in g.sites]
+        print(f"starting {len(sites)} site agents; each trains a teacher on its own data"
+              + (" (fine-tuning its group's base)" if opts.base else "") + " and pushes its modules", flush=True)
         endpoints = {}
-        for site in sites:
+        for group, site in sites:
             site_port = free_port()
             endpoints[site.site_id] = f"127.0.0.1:{site_port}"
-            start_site(procs, site, opts.workdir / "sites" / site.site_id, address, site_port, opts.samples)
+            start_site(procs, group, site, opts.workdir / "sites" / site.site_id, address, site_port, opts.samples,
+                       opts.base)
         wait_for_sites(opts, procs, registry, endpoints, started)
         time.sleep(3)  # one heartbeat round: the coordinator now knows every site's endpoint
         jobs = submit_jobs(opts, control)
@@ -193,9 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=DemoOptions.steps, help="training steps per job")
     parser.add_argument("--quick", action="store_true", help="3 digits sites only (a few minutes)")
     parser.add_argument("--timeout", type=float, default=DemoOptions.timeout_s, help="overall limit in seconds")
+    parser.add_argument("--base", action="store_true",
+                        help="first train and publish a shared base per group (digits:0, shapes:horse); every site "
+                             "fine-tunes from it (site_agent run --init-from) instead of training from scratch")
     args = parser.parse_args(argv)
     opts = DemoOptions(workdir=args.workdir.resolve(), samples=args.samples, steps=args.steps, quick=args.quick,
-                       timeout_s=args.timeout)
+                       timeout_s=args.timeout, base=args.base)
     try:
         rows = run_demo(opts)
     except (RuntimeError, TimeoutError) as exc:
