@@ -15,11 +15,17 @@ import pytest
 import torch
 from PIL import Image
 
+from common.security import ClientSecurity
 from coordinator.auth import roles_for
 from coordinator.serving.loader import ModuleCache, build_served
+from coordinator.serving.server import ServingConfig, start_serving
+from coordinator.store import LocalStore
+from coordinator.tokens import issue_token
 from coordinator.manifests import load_latest_net
-from protos.nt.v1 import control_pb2, heartbeat_pb2, predict_pb2, registry_pb2
+from protos.nt.v1 import control_pb2, heartbeat_pb2, predict_pb2, predict_pb2_grpc, registry_pb2
 from tests.coordinator.serving.conftest import LIMITS, code_of, png
+from tests.helpers.cluster import write_pki
+from tests.helpers.nets import base_net
 from transplant.architectures import CLASSIFICATION, SEGMENTATION
 
 
@@ -139,3 +145,22 @@ def test_concurrent_requests_are_batched_and_metrics_count_them(replica, call):
     assert 'transplant_predict_requests_total{category="dog",code="OK",task="classification"}' in text
     assert 'transplant_predict_requests_total{category="unknown",code="NOT_FOUND",task="unknown"}' in text
     assert "transplant_predict_request_seconds_bucket" in text and "transplant_predict_net_version" in text
+
+
+def test_tls_replica_answers_over_tls_with_a_client_token_and_refuses_plaintext(tmp_path):
+    pki = write_pki(tmp_path / "pki")
+    store = LocalStore(tmp_path / "store")
+    base_net(store)
+    auth = tmp_path / "auth.json"
+    token = issue_token(auth, "client", "app")
+    handle = start_serving(ServingConfig(f"local://{tmp_path / 'store'}", port=0, auth_file=auth,
+                                         tls_cert=pki["server_cert"], tls_key=pki["server_key"]))
+    try:
+        request = _request("dog", CLASSIFICATION, [png((8, 8, 3), 0)])
+        secure = ClientSecurity.from_files(token, pki["ca"]).channel(f"localhost:{handle.port}")
+        assert len(predict_pb2_grpc.PredictStub(secure).Predict(request, timeout=30).predictions) == 1
+        plain = ClientSecurity(token=token).channel(handle.address)
+        assert code_of(predict_pb2_grpc.PredictStub(plain).Predict, request, timeout=10)[0] == \
+            grpc.StatusCode.UNAVAILABLE
+    finally:
+        handle.stop(0)
