@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
 
         figures.update(system_figures(quick=args.quick))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    kept = json.loads(args.out.read_text()) if args.out.exists() else {}  # e.g. benchmarks.perf_inference's
+    args.out.write_text(json.dumps({**kept, **figures}, indent=2, sort_keys=True) + "\n")
     for key in sorted(figures):
         print(f"{key:45s} {figures[key]}")
     print(f"wrote {args.out}")

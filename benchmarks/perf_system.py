@@ -1,16 +1,19 @@
 """System figures for `make bench-perf`: module transfer speed and memory, and job throughput on Ray.
 
-- upload: a large task module (500 MB by default) pushed through ModuleRegistry.Upload from a file,
-  in 1 MiB chunks, to a coordinator in another process; the client's and the coordinator's peak RSS
-  are sampled from /proc during the upload. The same bytes through a bare gRPC stream (no protobuf
-  messages, no validation, no storage) give the loopback ceiling.
-- jobs per hour: identical small transplant jobs (digits, 2-layer adapter) with 1 and 2 concurrent
-  Ray workers, each evaluated by a real site agent.
+- upload and download: a large task module (500 MB by default) pushed through ModuleRegistry.Upload
+  from a file, in 1 MiB chunks, to a coordinator in another process, then fetched back with the common
+  client's checked download; the client's and the coordinator's peak RSS are sampled from /proc. Run
+  with the store on a RAM disk (the registry's own cost) and on the disk. The ceilings, measured in the
+  same run: the same bytes through a bare gRPC stream each way (no protobuf messages, no checks, no
+  storage), hashlib's sha256 over them, and a durable write of them to the disk.
+- jobs (benchmarks/perf_jobs.py): jobs per hour with 1 and 2 Ray workers and where a job's time goes;
+  an `auto` job against its slowest single candidate.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import statistics
 import socket
 import subprocess
 import sys
@@ -129,66 +132,200 @@ print(json.dumps({"seconds": time.perf_counter() - start, "size": size}), flush=
 """
 
 
-def raw_grpc_mb_s(weights: Path) -> float:
-    """The same bytes through a bare gRPC client stream into a server that only counts them."""
+RAW_DOWNLOAD_CLIENT = """
+import sys, time, json
+import grpc
+address, chunk = sys.argv[1], int(sys.argv[2])
+channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+pull = channel.unary_stream("/bench.Sink/Pull")
+start = time.perf_counter()
+size = sum(len(piece) for piece in pull(str(chunk).encode(), timeout=1800))
+print(json.dumps({"seconds": time.perf_counter() - start, "size": size}), flush=True)
+"""
+
+DOWNLOAD_CLIENT = """
+import sys, time, json
+import grpc
+from common.registry_client import download
+from protos.nt.v1 import registry_pb2_grpc
+address, module_id, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
+channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+sys.stdin.readline()  # wait until the sampler runs
+start = time.perf_counter()
+info, data = download(registry_pb2_grpc.ModuleRegistryStub(channel), module_id, chunk, timeout=1800)
+print(json.dumps({"seconds": time.perf_counter() - start, "size": len(data)}), flush=True)
+"""
+
+
+def _run_json(code: str, *args: str) -> dict:
+    import json
+
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def raw_grpc_figures(weights: Path) -> dict[str, float]:
+    """The same bytes through a bare gRPC stream each way (a server that only counts, or only reads the
+    file): the loopback ceiling, with no protobuf messages, no checks, no storage."""
     def sink(request_iterator, context):
         return str(sum(len(piece) for piece in request_iterator)).encode()
 
-    server = grpc.server(futures.ThreadPoolExecutor(2), options=[("grpc.max_receive_message_length", 64 << 20)])
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "bench.Sink", {"Push": grpc.stream_unary_rpc_method_handler(sink)}),))
+    def source(request, context):
+        with open(weights, "rb") as f:
+            yield from iter(lambda: f.read(int(request)), b"")
+
+    server = grpc.server(futures.ThreadPoolExecutor(2), options=[("grpc.max_receive_message_length", 64 << 20),
+                                                                  ("grpc.max_send_message_length", 64 << 20)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Sink", {
+        "Push": grpc.stream_unary_rpc_method_handler(sink), "Pull": grpc.unary_stream_rpc_method_handler(source)}),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        out = subprocess.run([sys.executable, "-c", RAW_CLIENT, f"127.0.0.1:{port}", str(weights), str(CHUNK)],
-                             capture_output=True, text=True, check=True, cwd=ROOT)
+        up = _run_json(RAW_CLIENT, f"127.0.0.1:{port}", str(weights), str(CHUNK))
+        down = _run_json(RAW_DOWNLOAD_CLIENT, f"127.0.0.1:{port}", str(CHUNK))
     finally:
         server.stop(0)
+    return {"raw_grpc_mb_s": up["size"] / up["seconds"] / 1e6,
+            "raw_grpc_download_mb_s": down["size"] / down["seconds"] / 1e6}
+
+
+def sha256_mb_s(weights: Path, megabytes: int = 256) -> float:
+    """hashlib's sha256 over the module's bytes, in the chunks the registry sees (best of 3)."""
+    with open(weights, "rb") as f:
+        pieces = [p for p in iter(lambda: f.read(CHUNK), b"")][:megabytes]
+    best = float("inf")
+    for _ in range(3):
+        start, digest = time.perf_counter(), hashlib.sha256()
+        for piece in pieces:
+            digest.update(piece)
+        best = min(best, time.perf_counter() - start)
+    return sum(map(len, pieces)) / best / 1e6
+
+
+def durable_write_mb_s(weights: Path, directory: Path) -> float:
+    """The disk's share: the same bytes through the LocalStore's writer (fdatasync as it goes, fsync, rename)."""
+    from coordinator.store import BlobInfo, LocalStore
+
+    store, digest = LocalStore(directory), hashlib.sha256()
+    with open(weights, "rb") as f:
+        for piece in iter(lambda: f.read(CHUNK), b""):
+            digest.update(piece)
+    size = weights.stat().st_size
+    with open(weights, "rb") as f, store.open_writer(digest.hexdigest(), size) as writer:
+        start = time.perf_counter()
+        for piece in iter(lambda: f.read(CHUNK), b""):
+            writer.write(piece)
+        writer.commit(BlobInfo(digest.hexdigest(), size))
+        seconds = time.perf_counter() - start
+    return size / seconds / 1e6
+
+
+def fast_dir() -> Path | None:
+    """A RAM-backed folder if there is one: the registry's own cost, without the disk's."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def _serve(tmp_path: Path, store_root: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "coordinator", "serve", "--store", f"local://{store_root}",
+         "--state-dir", tempfile.mkdtemp(dir=tmp_path), "--port", str(port), "--metrics-port", "-1",
+         "--max-upload-gib", "4", "--site-quota-gib", "8"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert coordinator.stdout is not None
+    for line in coordinator.stdout:  # wait until it serves
+        if "coordinator listening" in line:
+            break
+    return coordinator, port
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (every thread)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _sampled(code: str, pid_of_server: int, *args: str) -> tuple[dict, float, float]:
+    """Runs a client script once the RSS sampler runs; (its JSON with the server's CPU seconds during the
+    transfer as "server_cpu_s", client and server peak RSS increase)."""
     import json
 
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    return result["size"] / result["seconds"] / 1e6
+    client = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(3)  # the client has imported grpc (and hashed the file)
+    with RssSampler([client.pid, pid_of_server]) as sampler:
+        assert client.stdin is not None
+        before = cpu_s(pid_of_server)
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        out, _ = client.communicate(timeout=1800)
+        used = cpu_s(pid_of_server) - before
+    result = json.loads(out.strip().splitlines()[-1])
+    result["server_cpu_s"] = used
+    return result, sampler.extra(client.pid), sampler.extra(pid_of_server)
 
 
-def upload_figures(megabytes: int) -> dict[str, float]:
-    import json
+def transfer_run(tmp_path: Path, store_root: Path, weights: Path) -> dict[str, float]:
+    """One upload then one download of the module through a coordinator in its own process."""
+    coordinator, port = _serve(tmp_path, store_root)
+    address = f"127.0.0.1:{port}"
+    try:
+        up, client_rss, server_rss = _sampled(UPLOAD_CLIENT, coordinator.pid, address, str(tmp_path / "big.json"),
+                                              str(weights), str(CHUNK))
+        stored = _verify_stored(store_root, weights)
+        down, _, down_server_rss = _sampled(DOWNLOAD_CLIENT, coordinator.pid, address, up["module_id"], str(CHUNK))
+    finally:
+        coordinator.terminate()
+        coordinator.wait(timeout=60)
+    return {"upload_mb_s": up["size"] / up["seconds"] / 1e6, "size": up["size"], "stored": stored,
+            "upload_server_cpu_s_per_gb": up["server_cpu_s"] / up["size"] * 1e9,
+            "client_rss": client_rss, "server_rss": server_rss,
+            "download_mb_s": down["size"] / down["seconds"] / 1e6, "download_server_rss": down_server_rss}
 
+
+def upload_figures(megabytes: int, rounds: int = 3) -> dict[str, object]:
+    """Upload and download through the registry against their ceilings, the store on a RAM disk (the
+    registry's own cost) and on this machine's disk (what a local store adds). Each round measures the
+    ceilings right beside the transfers, so a busy machine slows both; the figures are the rounds' medians."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        spec_json, weights = write_big_module(tmp_path, megabytes)
-        port = free_port()
-        coordinator = subprocess.Popen(
-            [sys.executable, "-m", "coordinator", "serve", "--store", f"local://{tmp_path / 'store'}",
-             "--state-dir", str(tmp_path / "state"), "--port", str(port), "--metrics-port", "-1",
-             "--max-upload-gib", "4", "--site-quota-gib", "8"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            for line in coordinator.stdout:  # wait until it serves
-                if "coordinator listening" in line:
-                    break
-            client = subprocess.Popen([sys.executable, "-c", UPLOAD_CLIENT, f"127.0.0.1:{port}",
-                                       str(tmp_path / "big.json"), str(weights), str(CHUNK)],
-                                      cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            time.sleep(3)  # the client has imported grpc and hashed the file
-            with RssSampler([client.pid, coordinator.pid]) as sampler:
-                client.stdin.write("go\n")
-                client.stdin.flush()
-                out, _ = client.communicate(timeout=1800)
-            result = json.loads(out.strip().splitlines()[-1])
-            stored = _verify_stored(tmp_path / "store", weights)
-        finally:
-            coordinator.terminate()
-            coordinator.wait(timeout=60)
-        return {
-            "upload_module_mb": result["size"] / 1e6,
-            "upload_mb_s": result["size"] / result["seconds"] / 1e6,
-            "raw_grpc_mb_s": raw_grpc_mb_s(weights),
-            "upload_peak_rss_extra_mb": max(sampler.extra(client.pid), sampler.extra(coordinator.pid)),
-            "upload_client_peak_rss_extra_mb": sampler.extra(client.pid),
-            "upload_coordinator_peak_rss_extra_mb": sampler.extra(coordinator.pid),
-            "upload_chunk_mb": CHUNK / (1 << 20),
-            "upload_stored_intact": stored,
-        }
+        _, weights = write_big_module(tmp_path, megabytes)
+        ram = fast_dir()
+        runs = []
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory(dir=ram) as store_dir:
+                fast = transfer_run(tmp_path, Path(store_dir) / "store", weights)
+            fast.update(raw_grpc_figures(weights), sha256_mb_s=sha256_mb_s(weights))
+            fast["upload_over_limit"] = fast["upload_mb_s"] / min(fast["raw_grpc_mb_s"], fast["sha256_mb_s"])
+            fast["download_over_limit"] = fast["download_mb_s"] / min(fast["raw_grpc_download_mb_s"],
+                                                                      fast["sha256_mb_s"])
+            runs.append(fast)
+        disk = transfer_run(tmp_path, tmp_path / "store", weights)
+        disk_write = durable_write_mb_s(weights, tmp_path / "write")
+
+    def median(key: str) -> float:
+        return statistics.median(run[key] for run in runs)
+
+    return {
+        "upload_module_mb": runs[0]["size"] / 1e6, "upload_rounds": rounds,
+        "upload_store": "RAM disk (/dev/shm)" if ram else "disk (no RAM disk here)",
+        **{key: median(key) for key in ("raw_grpc_mb_s", "raw_grpc_download_mb_s", "sha256_mb_s", "upload_mb_s",
+                                        "upload_over_limit", "download_mb_s", "download_over_limit")},
+        "upload_coordinator_cpu_s_per_gb": median("upload_server_cpu_s_per_gb"),
+        "sha256_cpu_s_per_gb": 1000 / median("sha256_mb_s"),
+        "disk_write_mb_s": disk_write,
+        "upload_disk_store_mb_s": disk["upload_mb_s"],
+        "upload_disk_store_over_limit": disk["upload_mb_s"] / min(median("raw_grpc_mb_s"), median("sha256_mb_s"),
+                                                                  disk_write),
+        "download_disk_store_mb_s": disk["download_mb_s"],
+        "upload_client_peak_rss_extra_mb": max(run["client_rss"] for run in runs),
+        "upload_coordinator_peak_rss_extra_mb": max(run["server_rss"] for run in runs),
+        "upload_peak_rss_extra_mb": max(max(run["client_rss"], run["server_rss"]) for run in runs),
+        "download_coordinator_peak_rss_extra_mb": max(run["download_server_rss"] for run in runs),
+        "upload_chunk_mb": CHUNK / (1 << 20),
+        "upload_stored_intact": all(run["stored"] for run in runs) and bool(disk["stored"]),
+    }
 
 
 def _verify_stored(store_root: Path, weights: Path) -> bool:
@@ -198,70 +335,21 @@ def _verify_stored(store_root: Path, weights: Path) -> bool:
             digest.update(piece)
     from coordinator.store import open_store
 
-    store = open_store(f"local://{store_root}")
+    store = open_store(f"local://{store_root}")  # the LocalStore the coordinator wrote
     check = hashlib.sha256()
     for piece in store.open_blob(digest.hexdigest()):
         check.update(piece)
     return check.hexdigest() == digest.hexdigest()
 
 
-def jobs_per_hour(workers: int, jobs: int, workdir: Path) -> float:
-    """Wall time of `jobs` identical small transplant jobs with `workers` concurrent Ray workers."""
-    import ray
+def system_figures(quick: bool = False) -> dict[str, object]:
+    from benchmarks.perf_jobs import auto_figures, jobs_per_hour
 
-    from coordinator.server import CoordinatorConfig, start_coordinator
-    from coordinator.job_states import TERMINAL_PB
-    from protos.nt.v1 import control_pb2, control_pb2_grpc
-    from site_agent.client import RegistryClient
-    from site_agent.service import start_site_agent
-    from site_agent.train import TrainOptions, train_site
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"TRANSPLANT_THREADS": "1"}})
-    handle = start_coordinator(CoordinatorConfig(store_url=f"local://{workdir / f'store{workers}'}",
-                                                 state_dir=workdir / f"state{workers}", port=0,
-                                                 max_concurrent_jobs=workers))
-    sites = []
-    try:
-        for site_id, digit in (("generic", "3"), ("new", "5")):
-            workspace = workdir / f"{site_id}{workers}"
-            if not workspace.exists():
-                train_site(TrainOptions(site_id=site_id, data=f"digits:{digit}", size=16, width=8, depth=3,
-                                        epochs=5), workspace, progress=False)
-            with RegistryClient(handle.address) as registry:
-                registry.push_workspace(workspace, progress=False)
-            sites.append(start_site_agent(workspace, handle.address, heartbeat_s=0.5))
-        time.sleep(1.5)
-        control = control_pb2_grpc.ControlStub(grpc.insecure_channel(handle.address))
-        spec = control_pb2.TransplantJobSpec(category="5", task="classification", method="back_distill", steps=300,
-                                             adapter=control_pb2.AdapterConfig(layers=2, kernel_size=1),
-                                             teacher_site_id="new", generic_site_id="generic")
-        start = time.perf_counter()
-        ids = [control.SubmitJob(control_pb2.SubmitJobRequest(spec=spec)).job.job_id for _ in range(jobs)]
-        while any(control.GetJob(control_pb2.GetJobRequest(job_id=i)).state not in TERMINAL_PB for i in ids):
-            time.sleep(0.2)
-        seconds = time.perf_counter() - start
-        # identical jobs: the first enters the net, every repeat is REJECTED as not better; both ran in full
-        done = (control_pb2.SUCCEEDED, control_pb2.REJECTED)
-        failed = [i for i in ids if control.GetJob(control_pb2.GetJobRequest(job_id=i)).state not in done]
-        if failed:
-            raise RuntimeError(f"{len(failed)} benchmark job(s) failed")
-        return jobs / seconds * 3600
-    finally:
-        for site in sites:
-            site.stop()
-        handle.stop()
-
-
-def system_figures(quick: bool = False) -> dict[str, float]:
-    figures = upload_figures(50 if quick else 500)
+    figures: dict[str, object] = dict(upload_figures(50 if quick else 500))
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = 2 if quick else 8
-        jobs_per_hour(1, 1, Path(tmp))  # warm-up: Ray workers start and import torch once
-        figures["jobs_per_hour_1_worker"] = jobs_per_hour(1, jobs, Path(tmp))
-        figures["jobs_per_hour_2_workers"] = jobs_per_hour(2, jobs, Path(tmp))
-    figures["jobs_benchmark_jobs"] = jobs
+        figures.update(jobs_per_hour(Path(tmp), 2 if quick else 8))
+        figures.update(auto_figures(Path(tmp)))
+    figures["load_average_1min_at_end"] = os.getloadavg()[0]  # other work on the machine while measuring
     return figures
 
 

@@ -1,0 +1,136 @@
+"""Job figures for `make bench-perf`: transplant jobs per hour on 1 and 2 Ray workers, where a job's time
+goes, and an `auto` job against its slowest single candidate.
+
+Everything runs for real: a coordinator (in this process) with a local store and a local Ray, two site
+agents (digits 3 as the generic site, digits 5 as the new category, 20 shared samples) that push their
+modules over gRPC and evaluate every candidate on their held-out data.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+ADAPTER_LAYERS, ADAPTER_KERNEL = 2, 1
+STEPS = 300
+SAMPLES = 20
+
+
+def _ensure_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"TRANSPLANT_THREADS": "1"}})
+
+
+@contextmanager
+def cluster(workdir: Path, name: str, workers: int) -> Iterator:
+    """A coordinator running `workers` jobs at once and the two sites; yields its Control stub."""
+    from coordinator.server import CoordinatorConfig, start_coordinator
+    from protos.nt.v1 import control_pb2_grpc
+    from site_agent.client import RegistryClient
+    from site_agent.service import start_site_agent
+    from site_agent.train import TrainOptions, train_site
+
+    _ensure_ray()
+    handle = start_coordinator(CoordinatorConfig(store_url=f"local://{workdir / f'store-{name}'}",
+                                                 state_dir=workdir / f"state-{name}", port=0,
+                                                 max_concurrent_jobs=workers))
+    sites = []
+    try:
+        for site_id, digit in (("generic", "3"), ("new", "5")):
+            workspace = workdir / f"site-{site_id}"  # trained once, pushed to every cluster
+            if not workspace.exists():
+                train_site(TrainOptions(site_id=site_id, data=f"digits:{digit}", size=16, width=8, depth=3,
+                                        epochs=5, share_samples=SAMPLES), workspace, progress=False)
+            with RegistryClient(handle.address) as registry:
+                registry.push_workspace(workspace, progress=False)
+            sites.append(start_site_agent(workspace, handle.address, heartbeat_s=0.5))
+        time.sleep(1.5)
+        with grpc.insecure_channel(handle.address) as channel:
+            yield control_pb2_grpc.ControlStub(channel)
+    finally:
+        for site in sites:
+            site.stop()
+        handle.stop()
+
+
+def job_spec(method: str, samples: int = 0):
+    from protos.nt.v1 import control_pb2
+
+    adapter = control_pb2.AdapterConfig(layers=ADAPTER_LAYERS, kernel_size=ADAPTER_KERNEL)
+    return control_pb2.TransplantJobSpec(category="5", task="classification", method=method, steps=STEPS,
+                                         samples=samples, adapter=adapter, teacher_site_id="new",
+                                         generic_site_id="generic")
+
+
+def run_jobs(control, specs: list) -> tuple[float, list]:
+    """Submits every spec at once; (wall seconds until the last ended, the ended jobs)."""
+    from coordinator.job_states import TERMINAL_PB
+    from protos.nt.v1 import control_pb2
+
+    start = time.perf_counter()
+    ids = [control.SubmitJob(control_pb2.SubmitJobRequest(spec=spec)).job.job_id for spec in specs]
+    while True:
+        jobs = [control.GetJob(control_pb2.GetJobRequest(job_id=i)) for i in ids]
+        if all(job.state in TERMINAL_PB for job in jobs):
+            break
+        time.sleep(0.05)
+    seconds = time.perf_counter() - start
+    # identical jobs: the first enters the net, every repeat is REJECTED as not better; both ran in full
+    failed = [j for j in jobs if j.state not in (control_pb2.SUCCEEDED, control_pb2.REJECTED)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} benchmark job(s) failed: {failed[0].error}")
+    return seconds, jobs
+
+
+def breakdown(jobs: list) -> dict[str, float]:
+    """Mean seconds per job: waiting for a driver, training (the candidates' own clocks), the rest of its run
+    (Ray dispatch, module fetch, problem set-up incl. pseudo-gradients, storing, the site's evaluation)."""
+    wait = statistics.fmean(j.started - j.created for j in jobs)
+    run = statistics.fmean(j.finished - j.started for j in jobs)
+    train = statistics.fmean(max(c.seconds for c in j.candidates) for j in jobs)
+    return {"queue_s": wait, "run_s": run, "train_s": train, "other_s": run - train}
+
+
+def jobs_per_hour(workdir: Path, jobs: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    for workers in (1, 2):
+        with cluster(workdir, f"w{workers}", workers) as control:
+            run_jobs(control, [job_spec("back_distill")] * workers)  # warm-up: Ray workers start, import torch
+            seconds, done = run_jobs(control, [job_spec("back_distill")] * jobs)
+        figures[f"jobs_per_hour_{workers}_worker{'s' if workers > 1 else ''}"] = jobs / seconds * 3600
+        figures.update({f"job_{k}_{workers}w": v for k, v in breakdown(done).items()})
+    figures["jobs_2_over_1_worker"] = figures["jobs_per_hour_2_workers"] / figures["jobs_per_hour_1_worker"]
+    figures["jobs_benchmark_jobs"] = jobs
+    return figures
+
+
+def auto_figures(workdir: Path) -> dict[str, float | str]:
+    """Wall time (start to end of its run) of one `auto` job with shared samples, and of each of its
+    candidates alone as a single-method job, on the same 2-worker Ray; jobs run one at a time."""
+    from transplant.methods import auto_candidates
+
+    methods = auto_candidates(SAMPLES)
+    with cluster(workdir, "auto", 1) as control:
+        run_jobs(control, [job_spec("auto", SAMPLES)])  # warm-up
+        _, (auto,) = run_jobs(control, [job_spec("auto", SAMPLES)])
+        singles = {}
+        for method in methods:
+            _, (job,) = run_jobs(control, [job_spec(method, SAMPLES)])
+            singles[method] = job.finished - job.started
+    slowest = max(singles, key=lambda m: singles[m])
+    auto_s = auto.finished - auto.started
+    return {"auto_job_s": auto_s, "auto_candidates": len(methods), "auto_slowest_candidate": slowest,
+            "auto_slowest_candidate_s": singles[slowest],
+            "auto_over_slowest_candidate": auto_s / singles[slowest],
+            "auto_candidate_train_s": {c.method: c.seconds for c in auto.candidates},
+            "auto_single_job_s": singles}
+
+
+__all__ = ["auto_figures", "jobs_per_hour"]
