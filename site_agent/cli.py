@@ -85,7 +85,8 @@ def _import_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task", choices=("classification", "segmentation"),
                    help="default: segmentation for FCN-8s weights, else classification")
     g.add_argument("--split", default=DEFAULT_SPLIT, metavar="NODE",
-                   help=f"the node the category module ends at (default {DEFAULT_SPLIT}, as the paper)")
+                   help=f"the node the category module ends at (default {DEFAULT_SPLIT}, as the paper; a --model "
+                        "net without that name: its first max pool)")
     g.add_argument("--input-size", type=_size, default=(224, 224), metavar="H[xW]",
                    help="the net's input in pixels (default 224; e.g. 320x240)")
     g.add_argument("--keep", type=_ints, metavar="I[,J]",

@@ -108,6 +108,14 @@ def _keep(opts: ImportOptions, task: str, channels: int, category: str) -> tuple
                          + ("BACKGROUND,CATEGORY" if dense else "POSITIVE[,NEGATIVE] (logit, or the difference)"))
 
 
+def _split_node(spec: ModuleSpec, split: str) -> str:
+    """`split`; the default (pool1) on a net without that name (a --model import) is its first max pool."""
+    names = [n.name for n in spec.nodes]
+    if split == DEFAULT_SPLIT and split not in names:
+        return next((n.name for n in spec.nodes if n.op == "maxpool2d"), split)
+    return split
+
+
 def _with_meaning(spec: ModuleSpec, key: str, value: dict[str, Any]) -> ModuleSpec:
     return ModuleSpec.from_json({**spec.to_json(), "metadata": {**spec.metadata, key: value}})
 
@@ -125,7 +133,8 @@ def import_site(opts: ImportOptions, workspace: Path | str) -> tuple[SiteInfo, d
         if keep is not None:
             dense = get_task(task).dense_output
             spec, weights = select_outputs(spec, weights, selection(output_shape(spec)[0], keep, dense))
-        cat_spec, cat_w, task_spec, task_w = split_spec(spec, weights, opts.split, task)
+        split = _split_node(spec, opts.split)
+        cat_spec, cat_w, task_spec, task_w = split_spec(spec, weights, split, task)
     except (SpecError, TraceError) as exc:
         raise SiteAgentError(f"cannot import {opts.weights}: {exc}") from None
     mean, std = _normalisation(opts, layout, channels)
@@ -141,7 +150,7 @@ def import_site(opts: ImportOptions, workspace: Path | str) -> tuple[SiteInfo, d
     info = SiteInfo(
         site_id=opts.site_id, category=category, data=opts.data, size=height, seed=opts.seed, tasks=[task],
         architecture={"name": spec.metadata["family"], "imported": layout, "weights": Path(opts.weights).name,
-                      "split": opts.split, "input_shape": list(spec.input_shape), "kept_outputs": list(keep or [])},
+                      "split": split, "input_shape": list(spec.input_shape), "kept_outputs": list(keep or [])},
         training={}, n_train=None, n_test=None, negatives=list(opts.negatives) if opts.negatives else None,
         input_size=[height, width] if height != width else None, mean=list(mean), std=list(std))
     train, test = normalise(dataset.train, info), normalise(dataset.test, info)

@@ -108,7 +108,7 @@ def test_fcn8s_on_a_voc_tree_keeps_background_and_the_category(tmp_path):
 def test_any_fx_traceable_model_and_the_ops_it_may_not_use(tmp_path, folder, capsys):
     torch.save(small_net().state_dict(), tmp_path / "small.pth")
     assert _import(tmp_path / "ws", tmp_path / "small.pth", f"folder:{folder}:cat", "--input-size", "24",
-                   "--model", "tests.helpers.site_nets:small_net", "--split", "stem_3") == 0
+                   "--model", "tests.helpers.site_nets:small_net") == 0  # default cut: after the first max pool
     category, task, _ = _imported(tmp_path / "ws")
     assert [n.op for n in category.spec.nodes] == ["conv2d", "batchnorm2d", "relu", "maxpool2d"]
     assert "add" in [n.op for n in task.spec.nodes]
