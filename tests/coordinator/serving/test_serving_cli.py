@@ -77,7 +77,7 @@ def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--help"])
     text = capsys.readouterr().out
-    assert "(default: 32)" in text and "(default: 50061)" in text and "--max-pixels" in text
+    assert "(default: 32)" in text and "(default: 50071)" in text and "--max-pixels" in text
 
 
 @pytest.mark.slow
