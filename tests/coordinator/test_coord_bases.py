@@ -14,11 +14,11 @@ from common.patterns import BASE_SITE
 from common.registry_client import make_header, upload
 from coordinator.admin import main as admin_main
 from common.guard import ADMIN, SITE
-from protos.nt.v1 import common_pb2, registry_pb2
+from protos.nt.v1 import common_pb2, control_pb2, registry_pb2
 from site_agent.cli import main as site_main
 from site_agent.train import TrainOptions, train_site
 from site_agent.workspace import load_info, load_spec_module
-from tests.helpers.cluster import SMALL, coordinator, issue, push_site, stubs
+from tests.helpers.cluster import SMALL, coordinator, issue, job_spec, push_site, stubs
 from tests.helpers.registry import nan_weights
 from transplant.spec import load_module
 
@@ -122,3 +122,20 @@ def test_admin_modules_and_sites_show_inputs_channels_and_digests(world, capsys)
     assert _admin(world, "modules") == 0
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:5] == ["SITE", "CATEGORY", "ROLE", "TASK", "INPUT"] and "1x16x16" in table
+
+
+def test_an_incompatible_site_is_told_before_any_job_runs(world, tmp_path, capsys):
+    """Defaults (8 channels out) do not fit dogs' task module (reads 4): refused at submit; --like-site fits."""
+    control = world["c"]["admin"].control
+    for data, extra in (("digits:6", ()), ("digits:7", ("--like-site", "dogs"))):
+        ws = tmp_path / data.replace(":", "-")
+        assert _site(world, "train", "--workspace", str(ws), "--site-id", "acme", "--data", data, "--epochs", "1",
+                     "--no-progress", *extra) == 0
+        assert _site(world, "push", "--workspace", str(ws), "--no-progress") == 0
+    capsys.readouterr()
+    with pytest.raises(grpc.RpcError) as err:
+        control.SubmitJob(control_pb2.SubmitJobRequest(spec=job_spec("acme", "dogs", "6")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "shapes do not fit" in err.value.details()
+    job = control.SubmitJob(control_pb2.SubmitJobRequest(spec=job_spec("acme", "dogs", "7"))).job
+    assert job.job_id
+    control.CancelJob(control_pb2.CancelJobRequest(job_id=job.job_id))
