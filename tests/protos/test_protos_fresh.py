@@ -12,4 +12,4 @@ def test_generated_code_is_fresh() -> None:
 
 def test_every_proto_is_compiled() -> None:
     names = {p.stem for p in build.proto_sources()}
-    assert names == {"common", "chunk", "registry", "control", "site", "heartbeat"}
+    assert names == {"common", "chunk", "registry", "control", "site", "heartbeat", "predict"}
