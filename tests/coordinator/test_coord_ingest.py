@@ -183,3 +183,14 @@ def test_a_large_download_is_hashed_as_it_arrives_and_a_corrupted_blob_refused(t
     finally:
         channel.close()
         server.stop(0)
+
+
+def test_a_restarted_registry_removes_the_partial_upload_a_killed_one_left(tmp_path) -> None:
+    store = LocalStore(tmp_path / "store")
+    writer = store.open_writer("a" * 64, 10)
+    writer.write(b"12345")  # then the coordinator is SIGKILLed: no abort, no commit
+    (partial,) = (store.root / "tmp").iterdir()
+    other = store.root / "tmp" / "0123abcd.part"  # another write of the store in flight (put_json's name)
+    other.write_bytes(b"{}")
+    RegistryService(LocalStore(tmp_path / "store"), LIMITS)
+    assert not partial.exists() and other.exists()
