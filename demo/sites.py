@@ -53,11 +53,11 @@ def default_groups(quick: bool) -> list[Group]:
                    base_data="digits:0", finetune_args=("--epochs", "10"))
     if quick:
         return [digits]
-    shapes_args = ("--epochs", "12", "--batch-size", "32", "--n-train", "3000", "--n-test", "400", "--dropout", "0",
-                   "--seg-weight", "3")
+    shapes_args = ("--epochs", "12", "--batch-size", "32", "--n-train", "3000", "--n-test", "400", "--seg-weight", "3")
     shapes = Group(tuple(SiteSpec(f"site-{c}", f"shapes:{c}", shapes_args) for c in ("dog", "cat", "cow")),
                    ("classification", "segmentation"), image_bytes=3 * 32 * 32 + 32 * 32 + 1,
-                   arch_args=("--size", "32", "--width", "16", "--depth", "3"), base_data="shapes:horse",
+                   arch_args=("--size", "32", "--width", "16", "--depth", "3", "--dropout", "0"),
+                   base_data="shapes:horse",
                    finetune_args=("--epochs", "6"))
     return [digits, shapes]
 

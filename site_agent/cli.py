@@ -53,7 +53,7 @@ def _train_args(p: argparse.ArgumentParser, required: bool) -> None:
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     g.add_argument("--cosine", action="store_true",
                    help="decay the learning rate to 0 along a cosine (the benchmark's shapes recipe)")
-    g.add_argument("--dropout", type=float, default=0.5, help="dropout on the fc layers (default 0.5, as VGG)")
+    g.add_argument("--dropout", type=float, default=None, help="dropout on the fc layers (default 0.5, as VGG)")
     g.add_argument("--seg-weight", type=float, default=1.0,
                    help="weight of the segmentation loss beside classification (default 1)")
     g.add_argument("--seed", type=int, default=0, help="data split and training seed (default 0)")
@@ -253,17 +253,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if exists(args.workspace) and not getattr(args, "force", False):
         raise SiteAgentError(f"workspace {args.workspace} already holds a teacher; use --force to retrain")
-    start = _start(args)
-    shape = {"size": args.size, "width": args.width, "depth": args.depth, "fc": args.fc}
-    if start is not None and any(v is not None for v in shape.values()):
+    shape = {"size": args.size, "width": args.width, "depth": args.depth, "fc": args.fc, "dropout": args.dropout}
+    source = _start_source(args)
+    if source and any(v is not None for v in shape.values()):  # refused before anything is fetched
         given = ", ".join(f"--{k}" for k, v in shape.items() if v is not None)
-        raise SiteAgentError(f"{given}: the architecture comes from {start.source}; drop them")
-    defaults = {"size": 16, "width": 8, "depth": 3, "fc": 128}
+        raise SiteAgentError(f"{given}: the architecture comes from {source}; drop them")
+    start = _start(args)
+    defaults = {"size": 16, "width": 8, "depth": 3, "fc": 128, "dropout": 0.5}
     shape = {k: defaults[k] if v is None else v for k, v in shape.items()}
     opts = TrainOptions(site_id=args.site_id, data=args.data, size=shape["size"], width=shape["width"],
                         depth=shape["depth"], fc=shape["fc"], epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, cosine=args.cosine, seed=args.seed,
                         share_samples=args.share_samples, category=args.category, n_train=args.n_train,
-                        n_test=args.n_test, negatives=args.negatives, dropout=args.dropout,
+                        n_test=args.n_test, negatives=args.negatives, dropout=shape["dropout"],
                         seg_weight=args.seg_weight)
     info, _ = train_site(opts, args.workspace, progress=not args.no_progress, start=start)
     print(f"site {info.site_id}: teacher for category '{info.category}' ({info.data}) -> {args.workspace}"
@@ -295,10 +296,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_source(args: argparse.Namespace) -> str:
+    """'base:NAME' or 'site:ID' when the architecture comes from the coordinator, else ''."""
+    base = getattr(args, "init_from", None) or getattr(args, "arch_from", None)
+    site = getattr(args, "like_site", None)
+    return f"base:{base}" if base else f"site:{site}" if site else ""
+
+
 def _start(args: argparse.Namespace):
     """The base or site a teacher starts from (site_agent.start), fetched through the checked client."""
-    wanted = getattr(args, "init_from", None) or getattr(args, "arch_from", None) or getattr(args, "like_site", None)
-    if not wanted:
+    if not _start_source(args):
         return None
     if not args.coordinator:
         raise SiteAgentError("--init-from, --arch-from and --like-site need --coordinator HOST:PORT")
