@@ -7,11 +7,15 @@ Deterministic in the seed; any channel count (1: luminance) and image size.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from transplant.data.drawing import REF_CANVAS, draw_clutter, paint_texture
+
+if TYPE_CHECKING:
+    from transplant.spec import ModuleSpec
 
 _SALT = 0x9E0B  # keeps probe streams apart from every data set's streams
 _KINDS = ("textured shapes", "texture", "noise")
@@ -44,3 +48,14 @@ def probe_images(n: int, shape: Sequence[int], seed: int = 0) -> torch.Tensor:
     elif channels != 3:
         img = np.concatenate([img] * (channels // 3 + 1), -1)[..., :channels]
     return torch.from_numpy(np.ascontiguousarray(img.transpose(0, 3, 1, 2)))
+
+
+def probes_for(spec: "ModuleSpec", n: int, seed: int = 0) -> torch.Tensor:
+    """`probe_images` fed as the module's site feeds it: its recorded normalisation (metadata.preprocess
+    mean/std, e.g. ImageNet's for an imported VGG) applied; the same raw images for every module at one seed."""
+    from transplant.spec.schema import preprocess_of
+
+    prep = preprocess_of(spec)
+    mean = torch.tensor(prep["mean"], dtype=torch.float32).reshape(1, -1, 1, 1)
+    std = torch.tensor(prep["std"], dtype=torch.float32).reshape(1, -1, 1, 1)
+    return (probe_images(n, tuple(spec.input_shape), seed) - mean) / std

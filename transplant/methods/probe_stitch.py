@@ -11,7 +11,7 @@ import torch
 from transplant.adapter import Adapter
 from transplant.methods.base import ClosedFormMethod, register
 from transplant.methods.stitching import fit_stitch
-from transplant.probes import probe_images
+from transplant.probes import probes_for
 
 PROBES = 512
 CHUNK = 128
@@ -34,7 +34,7 @@ class ProbeStitch(ClosedFormMethod):
             raise ValueError(f"probe_stitch needs category modules with one input shape, got "
                              f"{list(f.spec.input_shape)} and {list(f_s.spec.input_shape)}")
         device = next(f.parameters()).device
-        probes = probe_images(PROBES, tuple(f.spec.input_shape), seed=self.config.seed).to(device)
-        source = torch.cat([f(p) for p in probes.split(CHUNK)])
-        target = torch.cat([f_s(p) for p in probes.split(CHUNK)])
+        # one set of images, each module fed it as its own site normalises its data (metadata.preprocess)
+        source = torch.cat([f(p) for p in probes_for(f.spec, PROBES, self.config.seed).to(device).split(CHUNK)])
+        target = torch.cat([f_s(p) for p in probes_for(f_s.spec, PROBES, self.config.seed).to(device).split(CHUNK)])
         self.residual = fit_stitch(adapter, source, target)
