@@ -37,6 +37,8 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
                    help="how long a batch waits for more requests to its route")
     p.add_argument("--max-images", type=int, default=_L.max_images, help="images in one request")
     p.add_argument("--max-image-mib", type=float, default=_L.max_image_bytes / MIB, help="bytes of one encoded image")
+    p.add_argument("--max-request-mib", type=float, default=_L.max_request_bytes / MIB,
+                   help="bytes of one request (memory bound: --rpc-threads x this)")
     p.add_argument("--max-pixels", type=int, default=_L.max_pixels, help="width x height an image may declare")
     p.add_argument("--rpc-threads", type=int, default=_D.rpc_threads, help="requests handled at once")
     p.add_argument("--auth-file", type=Path, default=None,
@@ -72,7 +74,7 @@ def serve(args: argparse.Namespace) -> int:
 
     configure_threads()
     limits = ImageLimits(max_images=args.max_images, max_image_bytes=int(args.max_image_mib * MIB),
-                         max_pixels=args.max_pixels)
+                         max_request_bytes=int(args.max_request_mib * MIB), max_pixels=args.max_pixels)
     config = ServingConfig(args.store, args.net, args.host, args.port, args.poll, args.max_batch,
                            args.max_wait_ms / 1000, limits, args.rpc_threads, args.auth_file, args.tls_cert,
                            args.tls_key, None if args.metrics_port < 0 else args.metrics_port, args.metrics_host)

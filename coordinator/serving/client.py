@@ -63,6 +63,22 @@ def _ask(stub: predict_pb2_grpc.PredictStub, files: list[Path], category: str, t
     return {f: _result(p, seg) for f, p in zip(files, reply.predictions)}
 
 
+def _requests(files: list[Path], max_images: int, max_bytes: int) -> list[list[Path]]:
+    """Files grouped into requests within the server's image count and byte limits (a file over the
+    byte limit goes alone, and the server's refusal becomes its error line)."""
+    budget = max_bytes - 64 * 1024 if max_bytes else 0  # room for the route names and framing
+    groups: list[list[Path]] = [[]]
+    size = 0
+    for f in files:
+        n = f.stat().st_size
+        if groups[-1] and (len(groups[-1]) >= max_images or (budget and size + n > budget)):
+            groups.append([])
+            size = 0
+        groups[-1].append(f)
+        size += n
+    return [g for g in groups if g]
+
+
 def predict_remote(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     import json
 
@@ -80,13 +96,15 @@ def predict_remote(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> 
             raise ValueError(f"the server's net ({routes.net} v{routes.version}) does not serve "
                              f"({args.category or 'any category'}, {args.task}); it serves "
                              f"{', '.join(f'{c}/{t}' for c, t in sorted(kinds))}")
-        step = max(1, min(routes.max_images, args.batch_size))
+        unreadable = {f: {"error": f"{f}: no such file"} for f in files if not f.is_file()}
+        groups = _requests([f for f in files if f not in unreadable], max(1, min(routes.max_images, args.batch_size)),
+                           routes.max_request_bytes)
         scored = {}
         for c in categories:
             seg = kinds[(c, args.task)] == "segmentation"
             masks = seg and args.out is not None  # masks travel only when overlays are wanted
-            scored[c] = {f: r for i in range(0, len(files), step)
-                         for f, r in _ask(stub, files[i:i + step], c, args.task, masks, args.timeout).items()}
+            scored[c] = {**unreadable, **{f: r for group in groups
+                                          for f, r in _ask(stub, group, c, args.task, masks, args.timeout).items()}}
     except grpc.RpcError as exc:
         print(f"predict: error: {args.server}: {exc.code().name}: {exc.details()}", file=stderr)
         return 2

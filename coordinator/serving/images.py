@@ -24,13 +24,15 @@ MIB = 1 << 20
 class ImageLimits:
     max_images: int = 64                # images in one request
     max_image_bytes: int = 4 * MIB      # one encoded image
+    max_request_bytes: int = 16 * MIB   # a whole request: gRPC refuses more before reading it
     max_pixels: int = 4096 * 4096       # width x height an image header may declare
     max_side: int = 8192                # longest side; a 1 x 10000 strip is no photo
 
-    @property
-    def max_request_bytes(self) -> int:
-        """gRPC's receive limit: every image at its limit plus room for the route names."""
-        return self.max_images * (self.max_image_bytes + 16) + 64 * 1024
+    def __post_init__(self) -> None:
+        if min(self.max_images, self.max_image_bytes, self.max_pixels, self.max_side) < 1:
+            raise ValueError("image limits must be positive")
+        if self.max_image_bytes + 1024 > self.max_request_bytes:
+            raise ValueError("the request limit must leave room for one image at its limit (and the route)")
 
     def check_request(self, count: int) -> None:
         if count == 0:

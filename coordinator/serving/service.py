@@ -91,7 +91,8 @@ class PredictService(predict_pb2_grpc.PredictServicer):
         return predict_pb2.ListRoutesReply(net=served.name, version=served.version, routes=routes,
                                            max_images=self.limits.max_images,
                                            max_image_bytes=self.limits.max_image_bytes,
-                                           max_pixels=self.limits.max_pixels)
+                                           max_pixels=self.limits.max_pixels,
+                                           max_request_bytes=self.limits.max_request_bytes)
 
 
 def _prediction(result: dict[str, Any], want_mask: bool) -> predict_pb2.Prediction:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aprotos/nt/v1/predict.proto\x12\rtransplant.v1\"T\n\x0ePredictRequest\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12\x12\n\nwant_masks\x18\x04 \x01(\x08\"n\n\nPrediction\x12\r\n\x05score\x18\x01 \x01(\x01\x12\r\n\x05label\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x01\x12\x1b\n\x13\x66oreground_fraction\x18\x04 \x01(\x01\x12\x10\n\x08mask_png\x18\x05 \x01(\x0c\"\\\n\x0cPredictReply\x12\x0b\n\x03net\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12.\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x19.transplant.v1.Prediction\"\x13\n\x11ListRoutesRequest\"U\n\x05Route\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x17\n\x0fpreprocess_json\x18\x03 \x01(\t\x12\x13\n\x0boutput_json\x18\x04 \x01(\t\"\x96\x01\n\x0fListRoutesReply\x12\x0b\n\x03net\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12$\n\x06routes\x18\x03 \x03(\x0b\x32\x14.transplant.v1.Route\x12\x12\n\nmax_images\x18\x04 \x01(\r\x12\x17\n\x0fmax_image_bytes\x18\x05 \x01(\x04\x12\x12\n\nmax_pixels\x18\x06 \x01(\x04\x32\xa0\x01\n\x07Predict\x12\x45\n\x07Predict\x12\x1d.transplant.v1.PredictRequest\x1a\x1b.transplant.v1.PredictReply\x12N\n\nListRoutes\x12 .transplant.v1.ListRoutesRequest\x1a\x1e.transplant.v1.ListRoutesReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aprotos/nt/v1/predict.proto\x12\rtransplant.v1\"T\n\x0ePredictRequest\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12\x12\n\nwant_masks\x18\x04 \x01(\x08\"n\n\nPrediction\x12\r\n\x05score\x18\x01 \x01(\x01\x12\r\n\x05label\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x01\x12\x1b\n\x13\x66oreground_fraction\x18\x04 \x01(\x01\x12\x10\n\x08mask_png\x18\x05 \x01(\x0c\"\\\n\x0cPredictReply\x12\x0b\n\x03net\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12.\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x19.transplant.v1.Prediction\"\x13\n\x11ListRoutesRequest\"U\n\x05Route\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x17\n\x0fpreprocess_json\x18\x03 \x01(\t\x12\x13\n\x0boutput_json\x18\x04 \x01(\t\"\xb1\x01\n\x0fListRoutesReply\x12\x0b\n\x03net\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12$\n\x06routes\x18\x03 \x03(\x0b\x32\x14.transplant.v1.Route\x12\x12\n\nmax_images\x18\x04 \x01(\r\x12\x17\n\x0fmax_image_bytes\x18\x05 \x01(\x04\x12\x12\n\nmax_pixels\x18\x06 \x01(\x04\x12\x19\n\x11max_request_bytes\x18\x07 \x01(\x04\x32\xa0\x01\n\x07Predict\x12\x45\n\x07Predict\x12\x1d.transplant.v1.PredictRequest\x1a\x1b.transplant.v1.PredictReply\x12N\n\nListRoutes\x12 .transplant.v1.ListRoutesRequest\x1a\x1e.transplant.v1.ListRoutesReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,7 +42,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTE']._serialized_start=358
   _globals['_ROUTE']._serialized_end=443
   _globals['_LISTROUTESREPLY']._serialized_start=446
-  _globals['_LISTROUTESREPLY']._serialized_end=596
-  _globals['_PREDICT']._serialized_start=599
-  _globals['_PREDICT']._serialized_end=759
+  _globals['_LISTROUTESREPLY']._serialized_end=623
+  _globals['_PREDICT']._serialized_start=626
+  _globals['_PREDICT']._serialized_end=786
 # @@protoc_insertion_point(module_scope)

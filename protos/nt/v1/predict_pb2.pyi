@@ -59,17 +59,19 @@ class Route(_message.Message):
     def __init__(self, category: _Optional[str] = ..., task: _Optional[str] = ..., preprocess_json: _Optional[str] = ..., output_json: _Optional[str] = ...) -> None: ...
 
 class ListRoutesReply(_message.Message):
-    __slots__ = ("net", "version", "routes", "max_images", "max_image_bytes", "max_pixels")
+    __slots__ = ("net", "version", "routes", "max_images", "max_image_bytes", "max_pixels", "max_request_bytes")
     NET_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     net: str
     version: int
     routes: _containers.RepeatedCompositeFieldContainer[Route]
     max_images: int
     max_image_bytes: int
     max_pixels: int
-    def __init__(self, net: _Optional[str] = ..., version: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., max_images: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ...) -> None: ...
+    max_request_bytes: int
+    def __init__(self, net: _Optional[str] = ..., version: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., max_images: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_request_bytes: _Optional[int] = ...) -> None: ...

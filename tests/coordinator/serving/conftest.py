@@ -19,7 +19,8 @@ from common.security import ClientSecurity
 from protos.nt.v1 import predict_pb2_grpc
 from tests.helpers.nets import base_net
 
-LIMITS = ImageLimits(max_images=16, max_image_bytes=256 * 1024, max_pixels=1024 * 1024, max_side=2048)
+LIMITS = ImageLimits(max_images=16, max_image_bytes=256 * 1024, max_request_bytes=1024 * 1024, max_pixels=1024 * 1024,
+                     max_side=2048)
 
 
 def png(shape: tuple[int, ...], seed: int, fmt: str = "PNG") -> bytes:

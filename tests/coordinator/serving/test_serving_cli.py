@@ -55,9 +55,9 @@ def test_a_corrupt_and_a_wrong_sized_image_get_error_lines_the_others_answers(re
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (tmp_path / "strip.png").write_bytes(png((1, LIMITS.max_side + 1), 2))
     code, lines, _ = _run(capsys, monkeypatch, replica.tokens.client, "--server", replica.handle.address,
-                          "--category", "dog", tmp_path)
+                          "--category", "dog", tmp_path, tmp_path / "missing.png")
     by_name = {Path(ln["file"]).name: ln for ln in lines}
-    assert code == 1
+    assert code == 1 and "no such file" in by_name["missing.png"]["error"]
     assert "not a readable image" in by_name["broken.png"]["error"]
     assert f"each side must be 1 to {LIMITS.max_side} pixels" in by_name["strip.png"]["error"]
     assert "score" in by_name["good.png"]
@@ -71,6 +71,22 @@ def test_unknown_route_and_refused_token_exit_2_with_one_line(replica, tmp_path,
     code, _, err = _run(capsys, monkeypatch, replica.tokens.site, "--server", replica.handle.address,
                         "--category", "dog", files[0])
     assert code == 2 and "PERMISSION_DENIED" in err
+
+
+def test_requests_stay_within_the_servers_count_and_byte_limits(replica, tmp_path, capsys, monkeypatch):
+    images = []
+    for i in range(6):  # 6 x 234 KB (each under the 256 KiB image limit) against 1 MiB a request
+        images.append(tmp_path / f"{i}.png")
+        images[-1].write_bytes(png((260, 300, 3), i))
+    assert all(f.stat().st_size < LIMITS.max_image_bytes for f in images)
+    assert sum(f.stat().st_size for f in images) > LIMITS.max_request_bytes
+    answered = replica.handle.metrics.requests.labels("dog", "classification", "OK")
+    before = answered._value.get()
+    code, lines, err = _run(capsys, monkeypatch, replica.tokens.client, "--server", replica.handle.address,
+                            "--category", "dog", *images)
+    assert code == 0, err
+    assert [Path(ln["file"]).name for ln in lines] == [f.name for f in images] and all("score" in ln for ln in lines)
+    assert answered._value.get() - before == 2  # 4 + 2 images, not one refused request and 6 retries
 
 
 def test_help_shows_the_defaults(capsys):
