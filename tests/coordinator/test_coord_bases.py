@@ -54,6 +54,10 @@ def _site(world, *argv: str) -> int:
 def test_publish_a_base_and_fine_tune_from_it(world, tmp_path, capsys):
     assert _admin(world, "base", "publish", "--name", "digits-base", "--from", str(world["base"])) == 0
     assert "published base 'digits-base'" in capsys.readouterr().out
+    assert _admin(world, "base", "list", "--json") == 0
+    bases = json.loads(capsys.readouterr().out)
+    assert {(d["site_id"], d["category"], d["role"]) for d in bases} == {
+        (BASE_SITE, "digits-base", "category"), (BASE_SITE, "digits-base", "task")}
     ws = tmp_path / "ws"
     # lr 0: the teacher must still be the base, bit for bit: proof it started from the downloaded weights
     assert _site(world, "train", "--workspace", str(ws), "--site-id", "acme", "--data", "digits:3",
