@@ -78,3 +78,56 @@ def test_watched_streams_time_out_and_pass_errors_through() -> None:
     with pytest.raises(ValueError, match="went away"):
         list(watched(broken(), idle_s=1, deadline_s=10))
     assert list(watched(iter(range(5)), idle_s=1, deadline_s=10)) == [0, 1, 2, 3, 4]
+
+
+def test_twenty_stalled_uploads_of_one_site_leave_admins_and_other_sites_answering(ray_session, tmp_path) -> None:
+    """The issue's probe against a whole coordinator with its defaults (16 RPC threads, 4 streams a site):
+    one site's token opens 20 uploads that send a header and stall; 16 are refused at once, and the admin's
+    ListJobs and another site's Ping and List each answer in under a second while the 4 others stall."""
+    from common.guard import ADMIN, SITE
+    from protos.nt.v1 import control_pb2, heartbeat_pb2
+    from tests.helpers.cluster import coordinator, issue, stubs
+
+    auth_file = tmp_path / "auth.json"
+    tokens = {"site-a": issue(auth_file, SITE, "site-a"), "site-b": issue(auth_file, SITE, "site-b"),
+              "admin": issue(auth_file, ADMIN, "ops")}
+    handle = coordinator(tmp_path, auth_file=auth_file)
+    clients = {name: stubs(handle.address, token) for name, token in tokens.items()}
+    spec_json, data = tiny_category()
+    release = threading.Event()
+
+    def outcome(k: int) -> tuple[str, float]:
+        def stalled():
+            yield next(upload_requests(make_header("site-a", str(k), common_pb2.CATEGORY, data, spec_json,
+                                                   feature_norm_mean=1), data))
+            release.wait(60)
+
+        start = time.monotonic()
+        try:
+            clients["site-a"].registry.Upload(stalled(), timeout=60)
+            return "OK", time.monotonic() - start
+        except grpc.RpcError as exc:
+            return exc.code().name, time.monotonic() - start
+
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            results = [pool.submit(outcome, k) for k in range(20)]
+            time.sleep(1.0)  # every stream is open (or refused) by now
+            for name, call in (
+                    ("ListJobs", lambda: clients["admin"].control.ListJobs(control_pb2.ListJobsRequest(), timeout=1)),
+                    ("Ping", lambda: clients["site-b"].heartbeat.Ping(
+                        heartbeat_pb2.PingRequest(site_id="site-b", endpoint="127.0.0.1:7000"), timeout=1)),
+                    ("List", lambda: clients["site-b"].registry.List(registry_pb2.ListModulesRequest(), timeout=1))):
+                start = time.monotonic()
+                call()
+                assert time.monotonic() - start < 1.0, name
+            refused = [r.result() for r in results if r.done()]
+            assert len(refused) == 16 and {code for code, _ in refused} == {"RESOURCE_EXHAUSTED"}, refused
+            assert max(seconds for _, seconds in refused) < 1.0  # at once
+            release.set()
+            assert [r.result(30)[0] for r in results].count("RESOURCE_EXHAUSTED") == 16
+    finally:
+        release.set()
+        for client in clients.values():
+            client.close()
+        handle.stop(grace_s=1)
