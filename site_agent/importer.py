@@ -153,7 +153,7 @@ def import_site(opts: ImportOptions, workspace: Path | str) -> tuple[SiteInfo, d
                       "split": split, "input_shape": list(spec.input_shape), "kept_outputs": list(keep or [])},
         training={}, n_train=None, n_test=None, negatives=list(opts.negatives) if opts.negatives else None,
         input_size=[height, width] if height != width else None, mean=list(mean), std=list(std))
-    train, test = normalise(dataset.train, info), normalise(dataset.test, info)
+    train, test = normalise(dataset.train, info.mean, info.std), normalise(dataset.test, info.mean, info.std)
     metrics = _evaluate(cat_module, task_module, task, test)
     info.teacher_metrics = {task: metrics}
     info.feature_norm_mean = feature_norm_mean(cat_module, train.images)

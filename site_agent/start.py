@@ -17,6 +17,7 @@ from protos.nt.v1 import registry_pb2
 from transplant.architectures import VGGConfig
 from transplant.importing import vgg_config_of
 from transplant.spec import ModuleSpec, SpecError, WeightsError, weights_from_bytes
+from transplant.spec.schema import preprocess_of
 
 from site_agent.client import RegistryClient
 from site_agent.errors import SiteAgentError
@@ -28,6 +29,8 @@ class Start:
     config: VGGConfig
     weights: dict[str, torch.Tensor] | None       # TeacherNet parameter names; None: the architecture only
     refs: dict[str, str] = field(default_factory=dict)  # module id -> sha256 of what was read
+    mean: list[float] | None = None               # the base's input normalisation (None: images in [0, 1])
+    std: list[float] | None = None
 
     def record(self) -> dict[str, object]:
         """What site.json keeps about the start (training.start)."""
@@ -86,12 +89,16 @@ def fetch_start(registry: RegistryClient, base: str | None = None, like_site: st
         raise SiteAgentError(str(exc)) from None
     source = f"base:{base}" if base else f"site:{like_site}"
     refs = {m.module_id: m.sha256 for m in (cat_info, *task_infos)}
+    prep = preprocess_of(specs[""])  # a base fed normalised images (an imported ImageNet VGG) is fine-tuned so
+    channels = config.in_channels
+    plain = prep["mean"] == [0.0] * channels and prep["std"] == [1.0] * channels
+    mean, std = (None, None) if plain else (list(prep["mean"]), list(prep["std"]))
     if not (base and weights):
-        return Start(source, config, None, refs)
+        return Start(source, config, None, refs, mean, std)
     state = {f"category.layers.{k}": v for k, v in _read(registry, cat_info, specs[""]).items()}
     for m in task_infos:
         state.update({f"tasks.{m.task}.layers.{k}": v for k, v in _read(registry, m, specs[m.task]).items()})
-    return Start(source, config, state, refs)
+    return Start(source, config, state, refs, mean, std)
 
 
 __all__ = ["Start", "fetch_start"]

@@ -18,7 +18,7 @@ from transplant.teacher import TeacherNet, TeacherTraining, evaluate_teacher, fe
 from site_agent.data import load_source, parse_source
 from site_agent.errors import SiteAgentError
 from site_agent.start import Start
-from site_agent.workspace import SiteInfo, config_dict, save_workspace
+from site_agent.workspace import SiteInfo, config_dict, normalise, save_workspace
 
 
 @dataclass(frozen=True)
@@ -55,16 +55,18 @@ def _check(opts: TrainOptions) -> None:
         raise SiteAgentError("--share-samples must be >= 0")
 
 
-def record_meaning(net: TeacherNet, category: str, channels: int, size: int) -> None:
+def record_meaning(net: TeacherNet, category: str, channels: int, size: int, mean: list[float] | None = None,
+                   std: list[float] | None = None) -> None:
     """Write into the module specs how this site feeds its net and what the outputs mean, so both
     travel with the modules (metadata.preprocess / metadata.output, validated by the spec schema).
 
     Every source here ends as float [channels, size, size] in [0, 1] from a bilinear resize: folder
     and VOC images through transplant.data.folders.preprocess_image (/255), digits and shapes drawn
-    straight into [0, 1]; a user's 8-bit image reaches the same range by /255.
+    straight into [0, 1]; a user's 8-bit image reaches the same range by /255. A net started from a base
+    that normalises its input (`mean`, `std`, e.g. an imported ImageNet VGG) is fed the same way.
     """
     prep = {"channels": channels, "size": [size, size], "resize": "bilinear", "divide": 255.0,
-            "mean": [0.0] * channels, "std": [1.0] * channels}
+            "mean": mean or [0.0] * channels, "std": std or [1.0] * channels}
     _set_metadata(net.category, PREPROCESS, prep)
     for task in net.tasks:
         module = net.task_module(task)  # the task type's meaning, naming this site's category
@@ -87,6 +89,10 @@ def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True,
     dataset = load_source(opts.data, opts.size, opts.seed, opts.n_train, opts.n_test, opts.negatives)
     shapes = parse_source(opts.data).kind == "shapes"
     tasks = parse_source(opts.data).tasks
+    mean, std = (start.mean, start.std) if start is not None else (None, None)
+    if mean is not None or std is not None:  # fed as the base was (site.json records it for every later read)
+        dataset = dataclasses.replace(dataset, train=normalise(dataset.train, mean, std),
+                                      test=normalise(dataset.test, mean, std))
     train = dataset.train
     cfg = start.config if start is not None else dataclasses.replace(
         vgg_small(width=opts.width, depth=opts.depth, image_size=opts.size, in_channels=int(train.images.shape[1]),
@@ -115,8 +121,8 @@ def train_site(opts: TrainOptions, workspace: Path | str, progress: bool = True,
         # the rescaling statistic (beta's denominator/numerator): a number, never the images
         feature_norm_mean=feature_norm_mean(net.category, train.images), num_images=len(train),
         n_train=(opts.n_train or 1000) if shapes else None, n_test=(opts.n_test or 400) if shapes else None,
-        negatives=list(opts.negatives) if opts.negatives else None)
+        negatives=list(opts.negatives) if opts.negatives else None, mean=mean, std=std)
     samples = train.subset(opts.share_samples, seed=opts.seed) if opts.share_samples else None
-    record_meaning(net, info.category, int(train.images.shape[1]), opts.size)
+    record_meaning(net, info.category, int(train.images.shape[1]), opts.size, mean, std)
     save_workspace(workspace, info, net, samples)
     return info, net

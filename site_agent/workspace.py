@@ -201,14 +201,16 @@ def load_dataset(info: SiteInfo) -> CategoryDataset:
                           negatives=tuple(info.negatives) if info.negatives else None)
     if info.mean is None and info.std is None:
         return dataset
-    return dataclasses.replace(dataset, train=normalise(dataset.train, info), test=normalise(dataset.test, info))
+    return dataclasses.replace(dataset, train=normalise(dataset.train, info.mean, info.std),
+                               test=normalise(dataset.test, info.mean, info.std))
 
 
-def normalise(split: Split, info: SiteInfo) -> Split:
+def normalise(split: Split, mean: list[float] | None, std: list[float] | None) -> Split:
+    """(images - mean) / std per channel: how a net trained on normalised images is fed."""
     channels = split.images.shape[1]
-    mean = torch.tensor(info.mean or [0.0] * channels).reshape(1, -1, 1, 1)
-    std = torch.tensor(info.std or [1.0] * channels).reshape(1, -1, 1, 1)
-    return Split((split.images - mean) / std, split.labels, split.masks)
+    m = torch.tensor(mean or [0.0] * channels).reshape(1, -1, 1, 1)
+    s = torch.tensor(std or [1.0] * channels).reshape(1, -1, 1, 1)
+    return Split((split.images - m) / s, split.labels, split.masks)
 
 
 def eval_split(info: SiteInfo) -> Split:

@@ -143,3 +143,27 @@ def test_an_incompatible_site_is_told_before_any_job_runs(world, tmp_path, capsy
     job = control.SubmitJob(control_pb2.SubmitJobRequest(spec=job_spec("acme", "dogs", "7"))).job
     assert job.job_id
     control.CancelJob(control_pb2.CancelJobRequest(job_id=job.job_id))
+
+
+def test_an_imported_imagenet_style_base_is_fine_tuned_on_normalised_images(world, tmp_path, capsys):
+    """A torchvision-layout VGG-16 (ImageNet normalisation) published as a base: the site that starts from it
+    feeds its data normalised the same way, records it, and starts from exactly its weights."""
+    from site_agent.importer import IMAGENET_MEAN, IMAGENET_STD
+    from tests.helpers.site_nets import vgg_state_dict, write_folder
+    from transplant.spec.schema import preprocess_of
+
+    folder = write_folder(tmp_path / "images", {"cat": 6, "random": 6})
+    state, _ = vgg_state_dict(outputs=2)
+    torch.save(state, tmp_path / "vgg16.pth")
+    assert site_main(["import", "--workspace", str(tmp_path / "base"), "--site-id", "zoo", "--data",
+                      f"folder:{folder}:random", "--weights", str(tmp_path / "vgg16.pth"), "--input-size", "32"]) == 0
+    assert _admin(world, "base", "publish", "--name", "vgg16-base", "--from", str(tmp_path / "base")) == 0
+    ws = tmp_path / "ws"
+    assert _site(world, "train", "--workspace", str(ws), "--site-id", "acme", "--data", f"folder:{folder}:cat",
+                 "--init-from", "vgg16-base", "--epochs", "1", "--lr", "0", "--no-progress") == 0
+    info, category = load_info(ws), load_spec_module(ws)
+    assert info.mean == list(IMAGENET_MEAN) and info.std == list(IMAGENET_STD) and info.size == 32
+    assert preprocess_of(category.spec)["mean"] == list(IMAGENET_MEAN)
+    base = load_module(tmp_path / "base" / "category")
+    for name, value in base.weights().items():
+        torch.testing.assert_close(category.weights()[name], value, rtol=0, atol=0)
