@@ -20,6 +20,7 @@ def class_names(text: str) -> tuple[str, ...]:
 
 def add_import_args(p: argparse.ArgumentParser) -> None:
     from transplant.importing import DEFAULT_SPLIT
+    from transplant.tasks import task_names
 
     g = p.add_argument_group("the net to import")
     g.add_argument("--site-id", required=True, help="this site's id, as the coordinator knows it")
@@ -33,7 +34,7 @@ def add_import_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",
                    help="any other net: a function of the site's own code returning the torch.nn.Module the weights "
                         "fit; traced with torch.fx into the closed op set (other ops are refused by name)")
-    g.add_argument("--task", choices=("classification", "segmentation"),
+    g.add_argument("--task", choices=task_names(),
                    help="default: segmentation for FCN-8s weights, else classification")
     g.add_argument("--split", default=DEFAULT_SPLIT, metavar="NODE",
                    help=f"the node the category module ends at (default {DEFAULT_SPLIT}, as the paper; a --model "

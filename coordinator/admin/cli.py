@@ -30,7 +30,7 @@ from common.errors import DownloadError
 from common.registry_client import download
 from coordinator.admin import views
 from coordinator.job_states import STATES, TERMINAL_PB
-from common.patterns import BASE_SITE
+from common.patterns import BASE_SITE, MODULE_ROLES
 from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 MAX_MESSAGE = 64 << 20
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "channels, sha256")
     modules.add_argument("--site", default="", help="only this site's modules")
     modules.add_argument("--category", default="", help="only this category's")
-    modules.add_argument("--role", choices=("category", "task", "adapter", "samples"), help="only this role")
+    modules.add_argument("--role", choices=MODULE_ROLES, help="only this role")
     modules.add_argument("--json", action="store_true", help="print JSON")
     base = commands.add_parser("base", help="shared base nets sites start from (train --init-from NAME)")
     base_commands = base.add_subparsers(dest="base_command", required=True)
