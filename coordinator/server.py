@@ -116,11 +116,13 @@ def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
     ledger = Ledger(Path(config.state_dir) / "ledger.sqlite3")
     init_ray(config.ray_address)
     events, netbook = EventHub(), NetBook(store)
+    tokens = next((i.tokens for i in security if isinstance(i, auth.AuthInterceptor)), None)
     observer = Observer(metrics, ledger, store)
     events.add_listener(observer.on_event)
     events.add_listener(lambda e: _persist_progress(ledger, e))
     scheduler = Scheduler(ledger, store, config.store_url, events,
-                          SiteClient(ledger, config.eval_timeout_s, site_security, site_credentials),
+                          SiteClient(ledger, config.eval_timeout_s, site_security, site_credentials,
+                                     tokens.hosts if tokens is not None else None),
                           netbook, config.max_concurrent_jobs, config.max_attempts, config.progress_every,
                           config.max_gaps)
     server = grpc.server(
@@ -131,7 +133,6 @@ def start_coordinator(config: CoordinatorConfig) -> CoordinatorHandle:
     registry_pb2_grpc.add_ModuleRegistryServicer_to_server(
         RegistryService(store, config.limits, Path(config.state_dir) / "spool", metrics, config.streams), server)
     control_pb2_grpc.add_ControlServicer_to_server(ControlService(ledger, store, scheduler, events, netbook), server)
-    tokens = next((i.tokens for i in security if isinstance(i, auth.AuthInterceptor)), None)
     heartbeat_pb2_grpc.add_HeartbeatServicer_to_server(HeartbeatService(ledger, tokens), server)
     address = f"{config.host}:{config.port}"
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import grpc
 
 from common.security import PLAINTEXT, ClientSecurity
 from coordinator.convert import module_ref
 from coordinator.ledger import Ledger
-from coordinator.site_identity import SiteCredentials
+from coordinator.site_identity import EndpointError, EndpointRefused, SiteCredentials, check_endpoint
 from coordinator.worker import JobPlan
 from protos.nt.v1 import common_pb2, site_pb2, site_pb2_grpc
 
@@ -22,10 +23,13 @@ class EvaluationError(Exception):
 
 class SiteClient:
     def __init__(self, ledger: Ledger, timeout_s: float = 120.0, security: ClientSecurity = PLAINTEXT,
-                 credentials: SiteCredentials | None = None) -> None:
+                 credentials: SiteCredentials | None = None,
+                 hosts: Callable[[str], tuple[str, ...]] | None = None) -> None:
         """`security`: the CA of the sites' TLS certificates; `credentials`: the coordinator's secret, from
-        which each site is presented a bearer token of its own (coordinator.site_identity)."""
+        which each site is presented a bearer token of its own (coordinator.site_identity); `hosts`: the
+        hosts a site may be at now (the auth file's), checked again before dialling what it announced."""
         self.ledger, self.timeout_s, self.security, self.credentials = ledger, timeout_s, security, credentials
+        self.hosts = hosts
 
     def _security(self, site_id: str) -> ClientSecurity:
         if self.credentials is None:
@@ -37,6 +41,11 @@ class SiteClient:
         site = self.ledger.get_site(site_id)
         if site is None:
             raise EvaluationError(f"site {site_id} has never announced its endpoint (no heartbeat)")
+        if self.hosts is not None:  # the allow-list may have changed since the heartbeat was taken
+            try:
+                check_endpoint(site_id, site.endpoint, self.hosts(site_id))
+            except (EndpointError, EndpointRefused) as exc:
+                raise EvaluationError(f"not dialling site {site_id}: {exc}") from None
         request = site_pb2.EvaluateRequest(
             job_id=plan.job_id, category=plan.category.category, task=plan.config.task, adapter=adapter,
             task_module=module_ref(plan.generic_task), category_module=module_ref(plan.category),

@@ -186,3 +186,20 @@ def test_tokens_expire_without_a_restart(world) -> None:
     doc = json.loads(world["auth_file"].read_text())
     assert set(doc["sites"]["site-e"]) == {"sha256", "expires"}
     assert TokenTable(world["auth_file"]).identify(world["tokens"]["site-a"]).name == "site-a"  # others unaffected
+
+
+def test_an_endpoint_the_allow_list_no_longer_names_is_not_dialled(world, capsys) -> None:
+    """The hosts change after the heartbeat was taken: the coordinator checks again before it dials."""
+    site = Site()
+    server, at = serve(site)
+    try:
+        assert ping(world["c"]["site-a"], "site-a", at).ok
+        sites = world["handle"].scheduler.sites
+        assert sites.evaluate(plan_for("site-a"), ADAPTER, "{}")
+        assert coordinator_main(["token", "new", "--auth-file", str(world["auth_file"]), "--role", "site",
+                                 "--name", "site-a", "--host", "site-a.example"]) == 0
+        with pytest.raises(EvaluationError, match="not dialling site site-a: .* registered hosts are site-a.example"):
+            sites.evaluate(plan_for("site-a"), ADAPTER, "{}")
+        assert len(site.seen) == 1
+    finally:
+        server.stop(0)
