@@ -142,7 +142,7 @@ def test_refusals_are_one_clear_line(tmp_path, folder, capsys, problem, expect):
     if problem == "outputs":
         state, _ = vgg_state_dict(outputs=5)
     if problem == "pickle":
-        path.write_bytes(pickle.dumps({"features.0.weight": object()}))
+        path.write_bytes(pickle.dumps({"features.0.weight": object()}, protocol=2))
     else:
         torch.save(state, path)
     assert _import(tmp_path / "ws", path, data, *extra) == 2
