@@ -58,7 +58,10 @@ class SiteCredentials:
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
         self._secret = ""
-        self._reload()  # a missing or empty file stops start-up (ValueError), not the first evaluation
+        try:  # a missing or empty file stops start-up, not the first evaluation
+            self._reload()
+        except OSError as exc:
+            raise ValueError(f"cannot read the coordinator token file {self.path}: {exc.strerror or exc}") from None
 
     def _reload(self) -> None:
         st = os.stat(self.path)

@@ -203,3 +203,13 @@ def test_an_endpoint_the_allow_list_no_longer_names_is_not_dialled(world, capsys
         assert len(site.seen) == 1
     finally:
         server.stop(0)
+
+
+def test_a_missing_or_empty_secret_stops_start_up(tmp_path) -> None:
+    from coordinator.site_identity import SiteCredentials
+
+    with pytest.raises(ValueError, match="cannot read the coordinator token file"):
+        SiteCredentials(tmp_path / "missing.token")
+    (tmp_path / "empty.token").write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        SiteCredentials(tmp_path / "empty.token")
