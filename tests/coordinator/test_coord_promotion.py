@@ -22,7 +22,7 @@ from coordinator.job_states import TERMINAL_PB
 from coordinator.store import open_store
 from coordinator.manifests import list_net_versions, load_net
 from protos.nt.v1 import common_pb2, control_pb2, heartbeat_pb2
-from tests.faults.fault_helpers import serve_site, wait_terminal
+from tests.helpers.faults import serve_site, wait_terminal
 from tests.helpers.scripted_site import ScriptedSite
 from tests.helpers.cluster import TASK, coordinator, job_spec, push_site, site_modules, stubs
 from transplant.architectures import teacher_specs, vgg_small

@@ -20,7 +20,7 @@ from coordinator import admin
 from coordinator.store import open_store
 from coordinator.manifests import list_net_versions, load_module_record, load_net
 from protos.nt.v1 import common_pb2, control_pb2, heartbeat_pb2
-from tests.faults.fault_helpers import serve_site, wait_terminal
+from tests.helpers.faults import serve_site, wait_terminal
 from tests.helpers.cluster import TASK, coordinator, push_site, site_modules, stubs
 from tests.helpers.scripted_site import ScriptedSite
 

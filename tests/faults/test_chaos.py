@@ -34,7 +34,7 @@ from protos.nt.v1 import control_pb2, control_pb2_grpc
 from site_agent.client import RegistryClient
 from site_agent.train import TrainOptions, train_site
 from tests.faults.chaos_parts import PYTHON, Chaos, Process, ray_workers, verify_store
-from tests.faults.fault_helpers import TcpProxy
+from tests.helpers.faults import TcpProxy
 from tests.helpers.cluster import issue
 from tests.helpers.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, start_s3_server
 

@@ -26,7 +26,7 @@ from coordinator.manifests import (ModuleRecord, list_net_versions, load_latest_
                                          load_net, net_latest_key, net_version_key)
 from coordinator.tokens import new_token
 from protos.nt.v1 import control_pb2, heartbeat_pb2
-from tests.faults.fault_helpers import InstantSite, serve_site, wait_terminal
+from tests.helpers.faults import InstantSite, serve_site, wait_terminal
 from tests.helpers.cluster import TASK, issue, job_spec, push_site, stubs
 from transplant.job import JobConfig
 

@@ -20,7 +20,7 @@ from coordinator.store import LocalStore
 from coordinator.manifests import list_module_records, list_net_versions, load_latest_net
 from coordinator.tokens import new_token
 from protos.nt.v1 import common_pb2, control_pb2, heartbeat_pb2
-from tests.faults.fault_helpers import InstantSite, serve_site, wait_terminal
+from tests.helpers.faults import InstantSite, serve_site, wait_terminal
 from tests.helpers.cluster import coordinator, issue, job_spec, push_site, site_modules, stubs
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]

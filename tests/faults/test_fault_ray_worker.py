@@ -8,7 +8,7 @@ import pytest
 
 from coordinator import training
 from protos.nt.v1 import control_pb2, heartbeat_pb2
-from tests.faults.fault_helpers import InstantSite, crashing_body, serve_site, wait_terminal
+from tests.helpers.faults import InstantSite, crashing_body, serve_site, wait_terminal
 from tests.helpers.cluster import coordinator, job_spec, push_site, stubs
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]

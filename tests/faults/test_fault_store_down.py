@@ -15,7 +15,7 @@ from common.registry_client import download, make_header, upload
 from coordinator.store import open_store
 from coordinator.manifests import list_module_records
 from protos.nt.v1 import common_pb2, control_pb2, registry_pb2
-from tests.faults.fault_helpers import TcpProxy, wait_terminal
+from tests.helpers.faults import TcpProxy, wait_terminal
 from tests.helpers.cluster import coordinator, job_spec, push_site, site_modules, stubs
 from tests.helpers.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, start_s3_server
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import pytest
 import torch
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -16,11 +17,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.registry_client import make_header, upload
 from common.security import ClientSecurity
+from coordinator.jobs import JobPlan
+from coordinator.manifests import ModuleRecord
 from coordinator.server import CoordinatorConfig, CoordinatorHandle, start_coordinator
 from coordinator.tokens import issue_token
 from coordinator.job_states import TERMINAL_PB
-from protos.nt.v1 import common_pb2, control_pb2, control_pb2_grpc, heartbeat_pb2_grpc, registry_pb2_grpc
+from protos.nt.v1 import (common_pb2, control_pb2, control_pb2_grpc, heartbeat_pb2_grpc, registry_pb2_grpc, site_pb2,
+                          site_pb2_grpc)
 from transplant.architectures import teacher_specs, vgg_small
+from transplant.job import JobConfig
 from transplant.spec import build_module, weights_to_bytes
 
 TASK = "classification"
@@ -156,3 +161,27 @@ def coordinator(root: Path, **config) -> CoordinatorHandle:
     config.setdefault("store_url", f"local://{root / 'store'}")
     config.setdefault("state_dir", root / "state")
     return start_coordinator(CoordinatorConfig(port=0, **config))
+
+
+# coordinator -> site, and status codes --------------------------------------------------------------
+
+def code_of(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value.code()
+
+
+class OneFigureSite(site_pb2_grpc.SiteAgentServicer):
+    """Answers every evaluation with one figure: error_rate 1.0."""
+
+    def Evaluate(self, request, context):
+        return site_pb2.EvaluateReply(metrics=[common_pb2.Metric(name="error_rate", value=1.0)], site_id="site-a")
+
+
+def evaluation_plan() -> JobPlan:
+    """A plan whose modules need not exist: for tests of the coordinator -> site call alone."""
+    record = ModuleRecord(module_id="m", site_id="site-a", category="3", role="category", task="",
+                          spec_json="{}", sha256="0" * 64, size_bytes=1)
+    task = ModuleRecord(module_id="t", site_id="site-a", category="3", role="task", task=TASK,
+                        spec_json="{}", sha256="1" * 64, size_bytes=1)
+    return JobPlan("job-x", "local:///nowhere", JobConfig.create(TASK), "site-a", record, task, task, record)

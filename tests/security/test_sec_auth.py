@@ -21,13 +21,10 @@ from coordinator.__main__ import main as coordinator_main
 from coordinator.admin import main as admin_main
 from coordinator.ledger import Ledger
 from coordinator.site_client import EvaluationError, SiteClient
-from coordinator.manifests import ModuleRecord
 from coordinator.tokens import AuthFileError, TokenTable, new_token, save_auth_file
-from coordinator.worker import JobPlan
-from protos.nt.v1 import (common_pb2, control_pb2, heartbeat_pb2, registry_pb2, site_pb2, site_pb2_grpc)
-from tests.helpers.cluster import TASK, issue, job_spec, push_site, site_modules, stubs
+from protos.nt.v1 import (common_pb2, control_pb2, heartbeat_pb2, registry_pb2, site_pb2_grpc)
+from tests.helpers.cluster import OneFigureSite, code_of, evaluation_plan, issue, job_spec, push_site, site_modules, stubs
 from tests.helpers.cluster import coordinator as start
-from transplant.job import JobConfig
 
 pytestmark = pytest.mark.security
 DENIED, UNAUTH = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED
@@ -48,12 +45,6 @@ def world(ray_session, tmp_path_factory):
     for client in clients.values():
         client.close()
     handle.stop(grace_s=1)
-
-
-def code_of(call) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as err:
-        call()
-    return err.value.code()
 
 
 def every_call(c, module_id: str, site: str):
@@ -224,24 +215,11 @@ def test_bad_auth_file_stops_start_up(tmp_path) -> None:
 
 # coordinator -> site ------------------------------------------------------------------------------
 
-class InstantSite(site_pb2_grpc.SiteAgentServicer):
-    def Evaluate(self, request, context):
-        return site_pb2.EvaluateReply(metrics=[common_pb2.Metric(name="error_rate", value=1.0)], site_id="site-a")
-
-
-def _plan() -> JobPlan:
-    record = ModuleRecord(module_id="m", site_id="site-a", category="3", role="category", task="",
-                          spec_json="{}", sha256="0" * 64, size_bytes=1)
-    task = ModuleRecord(module_id="t", site_id="site-a", category="3", role="task", task=TASK,
-                        spec_json="{}", sha256="1" * 64, size_bytes=1)
-    return JobPlan("job-x", "local:///nowhere", JobConfig.create(TASK), "site-a", record, task, task, record)
-
-
 def test_site_requires_the_coordinators_token(tmp_path) -> None:
     token = new_token()
     server = grpc.server(futures.ThreadPoolExecutor(2),
                          interceptors=[RequireTokenInterceptor(hash_token(token))])
-    site_pb2_grpc.add_SiteAgentServicer_to_server(InstantSite(), server)
+    site_pb2_grpc.add_SiteAgentServicer_to_server(OneFigureSite(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     ledger = Ledger(tmp_path / "l.db")
@@ -249,11 +227,11 @@ def test_site_requires_the_coordinators_token(tmp_path) -> None:
     adapter = common_pb2.ModuleRef(module_id="a", sha256="2" * 64, size_bytes=1)
     try:
         good = SiteClient(ledger, 5, ClientSecurity(token=token))
-        assert good.evaluate(_plan(), adapter, "{}") == {"error_rate": 1.0}
+        assert good.evaluate(evaluation_plan(), adapter, "{}") == {"error_rate": 1.0}
         for security in (PLAINTEXT, ClientSecurity(token=new_token())):
             start_s = time.monotonic()
             with pytest.raises(EvaluationError, match="refused the coordinator's credentials: UNAUTHENTICATED"):
-                SiteClient(ledger, 5, security).evaluate(_plan(), adapter, "{}")
+                SiteClient(ledger, 5, security).evaluate(evaluation_plan(), adapter, "{}")
             assert time.monotonic() - start_s < 4  # refused at once, not a timeout
     finally:
         server.stop(0)

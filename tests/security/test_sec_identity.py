@@ -22,7 +22,7 @@ from coordinator.tokens import TokenTable, issue_token, new_token
 from protos.nt.v1 import common_pb2, heartbeat_pb2, site_pb2, site_pb2_grpc
 from tests.helpers.cluster import issue, stubs
 from tests.helpers.cluster import coordinator as start
-from tests.security.test_sec_auth import _plan, code_of
+from tests.helpers.cluster import code_of, evaluation_plan
 
 pytestmark = pytest.mark.security
 ADAPTER = common_pb2.ModuleRef(module_id="a", sha256="2" * 64, size_bytes=1)
@@ -51,7 +51,7 @@ def serve(servicer: Site, expected_sha256=None) -> tuple[grpc.Server, str]:
 
 
 def plan_for(site: str):
-    return dataclasses.replace(_plan(), teacher_site_id=site)
+    return dataclasses.replace(evaluation_plan(), teacher_site_id=site)
 
 
 @pytest.fixture()

@@ -18,7 +18,7 @@ from site_agent.cli import _serving, build_parser
 from site_agent.errors import SiteAgentError
 from tests.helpers.cluster import issue, push_site, stubs, write_pki
 from tests.helpers.cluster import coordinator as start
-from tests.security.test_sec_auth import InstantSite, _plan
+from tests.helpers.cluster import OneFigureSite, evaluation_plan
 
 pytestmark = pytest.mark.security
 REFUSED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)  # the handshake never completes
@@ -97,7 +97,7 @@ def test_coordinator_calls_sites_over_tls_with_its_token(tmp_path, pki) -> None:
     digest, credentials = _serving(args)
     assert digest == f"{mine},{next_one}" and credentials is not None
     server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[RequireTokenInterceptor(digest.split(","))])
-    site_pb2_grpc.add_SiteAgentServicer_to_server(InstantSite(), server)
+    site_pb2_grpc.add_SiteAgentServicer_to_server(OneFigureSite(), server)
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
     ledger = Ledger(tmp_path / "l.db")
@@ -106,17 +106,17 @@ def test_coordinator_calls_sites_over_tls_with_its_token(tmp_path, pki) -> None:
     try:
         security = ClientSecurity.from_files(None, tls_ca=pki["ca"])
         assert SiteClient(ledger, 5, security, SiteCredentials(tmp_path / "token")).evaluate(
-            _plan(), adapter, "{}") == {"error_rate": 1.0}
+            evaluation_plan(), adapter, "{}") == {"error_rate": 1.0}
         with pytest.raises(EvaluationError, match="did not answer"):  # plaintext to a TLS site: no answer
-            SiteClient(ledger, 2, ClientSecurity(token=site_credential(token, "site-a"))).evaluate(_plan(), adapter, "{}")
+            SiteClient(ledger, 2, ClientSecurity(token=site_credential(token, "site-a"))).evaluate(evaluation_plan(), adapter, "{}")
         with pytest.raises(EvaluationError, match="UNAUTHENTICATED"):  # the secret itself is not the credential
-            SiteClient(ledger, 5, ClientSecurity.from_files(token, tls_ca=pki["ca"])).evaluate(_plan(), adapter, "{}")
+            SiteClient(ledger, 5, ClientSecurity.from_files(token, tls_ca=pki["ca"])).evaluate(evaluation_plan(), adapter, "{}")
         with pytest.raises(SiteAgentError, match="64 hex digits"):
             _serving(build_parser().parse_args(["serve", "--workspace", str(tmp_path), "--coordinator", "h:1",
                                                 "--coordinator-token-sha256", f"{mine},nothex"]))
         with pytest.raises(EvaluationError, match="UNAUTHENTICATED"):
             SiteClient(ledger, 5, ClientSecurity.from_files(None, tls_ca=pki["ca"])).evaluate(
-                _plan(), adapter, "{}")
+                evaluation_plan(), adapter, "{}")
     finally:
         server.stop(0)
         ledger.close()
