@@ -9,17 +9,17 @@ for NaN/Inf) and written to the store, where they become visible only once all o
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from coordinator.store import BlobInfo
 from transplant.adapter import AdapterConfig, AdapterConfigError
 from transplant.adapter.io import expected_shapes
+from transplant.net import MODULE_NAME_RULE, valid_module_name
 from transplant.spec import ModuleSpec, SpecError, parameter_shapes
 from transplant.spec.tensorcheck import (FINITE, NONNEGATIVE, Header, Rules, StreamCheck, WeightsError,
                                          expect_float32)
 
-from common.patterns import MODULE_ROLES as ROLES, NAME  # re-exported
+from common.patterns import MODULE_ROLES as ROLES, NAME, SHA256_HEX  # NAME re-exported
 MAX_METADATA_ITEMS, MAX_METADATA_CHARS = 32, 4096
 
 
@@ -46,19 +46,27 @@ def check_name(what: str, value: str, required: bool = True) -> None:
                              "starting with a letter or digit")
 
 
+def check_module_name(what: str, value: str, required: bool = True) -> None:
+    """Categories and tasks also name modules of a transplant net: the narrower rule, checked here so a
+    name a net cannot hold is refused at upload rather than when the net is downloaded."""
+    check_name(what, value, required)
+    if value and not valid_module_name(value):
+        raise UploadRejected(f"{what} {value!r} is invalid: {MODULE_NAME_RULE}")
+
+
 def check_header(header, role: str, limits: UploadLimits, site_used_bytes: int) -> None:
     """Names, role-specific required fields, metadata, declared size, quota."""
     check_name("site id", header.site_id)
-    check_name("category", header.category)
+    check_module_name("category", header.category)
     if role not in ROLES:
         raise UploadRejected(f"role must be one of {', '.join(r.upper() for r in ROLES)}")
-    check_name("task", header.task, required=role in ("task", "adapter"))
+    check_module_name("task", header.task, required=role in ("task", "adapter"))
     if role == "category" and header.task:
         raise UploadRejected("a CATEGORY module must not name a task")
     if role == "category" and not (math.isfinite(header.stats.feature_norm_mean)
                                    and header.stats.feature_norm_mean >= 0):
         raise UploadRejected("stats.feature_norm_mean must be a finite number >= 0")
-    if not re.fullmatch(r"[0-9a-f]{64}", header.sha256):
+    if not SHA256_HEX.match(header.sha256):
         raise UploadRejected("sha256 must be 64 lowercase hex digits")
     _check_metadata(dict(header.metadata))
     if header.size_bytes <= 0:

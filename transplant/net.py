@@ -20,7 +20,14 @@ from transplant.spec.build import SpecModule, build_module, load_module, save_mo
 from transplant.spec.schema import INPUT, ModuleSpec, Node, SpecError, _ancestors, output_of, preprocess_of
 
 NET_FORMAT = "transplant.net.v1"
+# Category and task names key torch ModuleDicts (no '.') and adapters as f"{category}__{task}" (no '__'):
+# narrower than the wire's names (common.patterns.NAME), so the registry checks uploads against it too.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+MODULE_NAME_RULE = "1-64 letters, digits, '-', single '_', starting with a letter or digit"
+
+
+def valid_module_name(name: str) -> bool:
+    return isinstance(name, str) and NAME.match(name) is not None and "__" not in name
 
 
 def split_spec(full: ModuleSpec, at: str) -> tuple[ModuleSpec, ModuleSpec]:
@@ -84,8 +91,8 @@ class TransplantNet(nn.Module):
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if not NAME.match(name) or "__" in name:
-            raise ValueError(f"invalid module name {name!r}: letters, digits, '-', single '_'")
+        if not valid_module_name(name):
+            raise ValueError(f"invalid module name {name!r}: {MODULE_NAME_RULE}")
 
     @staticmethod
     def _freeze(module: nn.Module) -> nn.Module:

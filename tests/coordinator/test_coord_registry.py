@@ -95,6 +95,9 @@ def _bad_uploads():
         "malformed spec": (header(spec_json='{"format": "nope"'), data, "spec"),
         "cyclic or wrong spec": (header(spec_json='{"format":"x","nodes":[]}'), data, "spec"),
         "bad site id": (header(site_id="../evil"), data, "site id"),
+        # wire names may hold '.', but a category names modules of a net (torch ModuleDict keys)
+        "category a net cannot hold": (header(category="cat.v2"), data, "category 'cat.v2' is invalid"),
+        "category with the adapter separator": (header(category="cat__x"), data, "single '_'"),
         "no role": (header(role=common_pb2.MODULE_ROLE_UNSPECIFIED), data, "role"),
         "nan weights": (make_header("site-a", "3", common_pb2.CATEGORY, nan, spec_json, feature_norm_mean=1), nan,
                         "NaN"),
