@@ -22,7 +22,7 @@ from demo.processes import ROOT, Processes, free_port, wait_for
 from demo.sites import Group, coordinator_ready, default_groups, site_ready, start_base, start_site
 from demo.table import Jobs, print_table, results_table
 from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2_grpc
-from transplant.methods import AUTO
+from transplant.methods import AUTO, TrainConfig
 
 MAX_MESSAGE = 64 << 20  # as the admin CLI: net and job-history replies may exceed gRPC's 4 MiB default
 
@@ -31,7 +31,7 @@ MAX_MESSAGE = 64 << 20  # as the admin CLI: net and job-history replies may exce
 class DemoOptions:
     workdir: Path = ROOT / "outputs" / "demo"
     samples: int = 20           # labelled samples each site shares (opt-in) for few-shot jobs; 0 = data-free
-    steps: int = 600
+    steps: int = TrainConfig().steps  # the library's default, as a job with steps 0 gets
     quick: bool = False         # 3 digits sites only: what the end-to-end test runs
     # each group's sites fine-tune from a base the demo trains (on a category none of them has) and publishes
     # first; off by default: on the digits sites the fine-tuned teachers came out worse than from scratch
