@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: train every candidate method the data allows and keep the one the site scores "
                              "best; or one method by name (back_distill, direct_learn, lstsq, ...)")
     submit.add_argument("--samples", type=int, default=0, help="labelled samples to use (0: data-free)")
-    submit.add_argument("--layers", type=int, default=1, help="adapter conv layers (1..8)")
+    submit.add_argument("--layers", type=int, default=1, help="adapter conv layers (SubmitJob names the limit if exceeded)")
     submit.add_argument("--kernel", type=int, default=1, choices=(1, 3), help="adapter kernel size")
     submit.add_argument("--reorder", action="store_true", help="start the adapter with a channel permutation")
     submit.add_argument("--teacher-site", required=True, help="site owning the category's teacher net")
