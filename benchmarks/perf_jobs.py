@@ -124,9 +124,13 @@ def auto_figures(workdir: Path) -> dict[str, float | str]:
         for method in methods:
             _, (job,) = run_jobs(control, [job_spec(method, SAMPLES)])
             singles[method] = job.finished - job.started
+        jobs_run = 2 + len(methods)
     slowest = max(singles, key=lambda m: singles[m])
     auto_s = auto.finished - auto.started
+    stored = sum(p.stat().st_size for p in (workdir / "store-auto" / "docs").rglob("*.json"))
     return {"auto_job_s": auto_s, "auto_candidates": len(methods), "auto_slowest_candidate": slowest,
+            "ledger_bytes_per_job": (workdir / "state-auto" / "ledger.sqlite3").stat().st_size / jobs_run,
+            "manifest_bytes_per_job": stored / jobs_run,  # module records and net versions, sites' included
             "auto_slowest_candidate_s": singles[slowest],
             "auto_over_slowest_candidate": auto_s / singles[slowest],
             "auto_candidate_train_s": {c.method: c.seconds for c in auto.candidates},
