@@ -29,6 +29,7 @@ from coordinator.store.base import (
     check_sha256,
     encode_json,
 )
+from coordinator.store.direct_io import BlobFile, read_pieces
 
 
 class LocalStore(ObjectStore):
@@ -85,10 +86,9 @@ class LocalStore(ObjectStore):
 
     def open_blob(self, sha256: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         try:
-            handle = self._blob_path(sha256).open("rb")
+            return read_pieces(self._blob_path(sha256), chunk_size)
         except FileNotFoundError:
             raise BlobNotFoundError(f"no blob {sha256}") from None
-        return _read_chunks(handle, chunk_size)
 
     def blob_info(self, sha256: str) -> BlobInfo | None:
         try:
@@ -148,28 +148,23 @@ class LocalStore(ObjectStore):
 
 
 WRITER_PREFIX = "upload-"  # open_writer's files in tmp/, so stale ones are told from other writes
-SYNC_EVERY = 32 << 20  # flush to disk while receiving, so commit's fsync has little left to wait for
 
 
 class _LocalWriter(BlobWriter):
+    """Into tmp/ with O_DIRECT where the filesystem has it (direct_io.py says why), renamed on commit."""
+
     def __init__(self, sha256: str, size: int, path: Path, final: Path) -> None:
         super().__init__(sha256, size)
         self._path, self._final = path, final
-        self._out: BinaryIO = path.open("xb")
-        self._unsynced = 0
+        self._out = BlobFile(path)
 
     def write(self, data: bytes) -> None:
         self._out.write(data)
-        self._unsynced += len(data)
-        if self._unsynced >= SYNC_EVERY:  # overlaps the disk's work with the stream (the GIL is released)
-            self._out.flush()
-            os.fdatasync(self._out.fileno())
-            self._unsynced = 0
 
     def _publish(self, info: BlobInfo) -> None:
-        if self._out.tell() != info.size:
-            raise BlobIntegrityError(f"wrote {self._out.tell()} bytes, the blob has {info.size}")
-        _flush_to_disk(self._out)
+        if self._out.size != info.size:
+            raise BlobIntegrityError(f"wrote {self._out.size} bytes, the blob has {info.size}")
+        self._out.sync()  # durable before the rename publishes it, or a crash could expose zeros
         self._out.close()
         if self._final.exists():  # identical content arrived meanwhile: keep it, drop ours
             self._path.unlink(missing_ok=True)
@@ -181,12 +176,6 @@ class _LocalWriter(BlobWriter):
     def abort(self) -> None:
         self._out.close()
         self._path.unlink(missing_ok=True)
-
-
-def _read_chunks(handle: BinaryIO, chunk_size: int) -> Iterator[bytes]:
-    with handle:
-        while piece := handle.read(chunk_size):
-            yield piece
 
 
 def _flush_to_disk(out: BinaryIO) -> None:
