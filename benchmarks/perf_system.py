@@ -112,9 +112,10 @@ def requests():
             yield registry_pb2.UploadRequest(chunk=chunk_pb2.Chunk(data=piece, offset=offset)); offset += len(piece)
 channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
 sys.stdin.readline()  # wait until the sampler runs
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 reply = registry_pb2_grpc.ModuleRegistryStub(channel).Upload(requests(), timeout=1800)
-print(json.dumps({"seconds": time.perf_counter() - start, "size": size, "module_id": reply.module_id}), flush=True)
+print(json.dumps({"seconds": time.perf_counter() - start, "size": size, "module_id": reply.module_id,
+                  "client_cpu_s": time.process_time() - cpu}), flush=True)
 """
 
 RAW_CLIENT = """
@@ -203,7 +204,8 @@ def sha256_mb_s(weights: Path, megabytes: int = 256) -> float:
 
 
 def durable_write_mb_s(weights: Path, directory: Path) -> float:
-    """The disk's share: the same bytes through the LocalStore's writer (fdatasync as it goes, fsync, rename)."""
+    """The store's share: the same bytes through the LocalStore's writer (O_DIRECT where the filesystem has it,
+    else buffered with fdatasync as it goes; fsync, rename)."""
     from coordinator.store import BlobInfo, LocalStore
 
     store, digest = LocalStore(directory), hashlib.sha256()
@@ -280,6 +282,7 @@ def transfer_run(tmp_path: Path, store_root: Path, weights: Path) -> dict[str, f
         coordinator.wait(timeout=60)
     return {"upload_mb_s": up["size"] / up["seconds"] / 1e6, "size": up["size"], "stored": stored,
             "upload_server_cpu_s_per_gb": up["server_cpu_s"] / up["size"] * 1e9,
+            "upload_client_cpu_s_per_gb": up["client_cpu_s"] / up["size"] * 1e9,
             "client_rss": client_rss, "server_rss": server_rss,
             "download_mb_s": down["size"] / down["seconds"] / 1e6, "download_server_rss": down_server_rss}
 
@@ -303,6 +306,8 @@ def upload_figures(megabytes: int, rounds: int = 3) -> dict[str, object]:
             runs.append(fast)
         disk = transfer_run(tmp_path, tmp_path / "store", weights)
         disk_write = durable_write_mb_s(weights, tmp_path / "write")
+        with tempfile.TemporaryDirectory(dir=ram) as ram_dir:  # fresh pages: what the RAM-disk store pays
+            ram_write = durable_write_mb_s(weights, Path(ram_dir) / "write")
 
     def median(key: str) -> float:
         return statistics.median(run[key] for run in runs)
@@ -313,8 +318,10 @@ def upload_figures(megabytes: int, rounds: int = 3) -> dict[str, object]:
         **{key: median(key) for key in ("raw_grpc_mb_s", "raw_grpc_download_mb_s", "sha256_mb_s", "upload_mb_s",
                                         "upload_over_limit", "download_mb_s", "download_over_limit")},
         "upload_coordinator_cpu_s_per_gb": median("upload_server_cpu_s_per_gb"),
+        "upload_client_cpu_s_per_gb": median("upload_client_cpu_s_per_gb"),
         "sha256_cpu_s_per_gb": 1000 / median("sha256_mb_s"),
         "disk_write_mb_s": disk_write,
+        "ram_disk_write_mb_s": ram_write,
         "upload_disk_store_mb_s": disk["upload_mb_s"],
         "upload_disk_store_over_limit": disk["upload_mb_s"] / min(median("raw_grpc_mb_s"), median("sha256_mb_s"),
                                                                   disk_write),
@@ -347,7 +354,7 @@ def system_figures(quick: bool = False) -> dict[str, object]:
 
     figures: dict[str, object] = dict(upload_figures(50 if quick else 500))
     with tempfile.TemporaryDirectory() as tmp:
-        figures.update(jobs_per_hour(Path(tmp), 2 if quick else 8))
+        figures.update(jobs_per_hour(Path(tmp), 2 if quick else 12))
         figures.update(auto_figures(Path(tmp)))
     figures["load_average_1min_at_end"] = os.getloadavg()[0]  # other work on the machine while measuring
     return figures
