@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from coordinator import ledger as L
 from coordinator.convert import state_event
@@ -23,6 +24,7 @@ from coordinator.store import StoreError
 from protos.nt.v1 import common_pb2
 
 log = logging.getLogger(__name__)
+EVALUATIONS_IN_FLIGHT = 2  # candidates of one job the site evaluates at once (an `auto` job has up to 7)
 
 
 def describe_errors(candidates: list[CandidateResult]) -> str:
@@ -74,17 +76,23 @@ class Committer:
         self.commit_claimed(job_id, proposal)
 
     def _evaluate(self, plan: JobPlan, candidates: list[CandidateResult]) -> bool:
-        """Fills in each trained candidate's figures; False once the job is no longer EVALUATING."""
-        for candidate in candidates:
-            if candidate.adapter is None:
-                continue
+        """Fills in each trained candidate's figures, EVALUATIONS_IN_FLIGHT at a time (the site answers
+        Evaluate on a thread pool, one download and forward pass per call); False once the job is no longer
+        EVALUATING. The first EvaluationError, in candidate order, is raised after the others ended."""
+        def one(candidate: CandidateResult) -> bool:
             if self.ledger.require_job(plan.job_id).state != L.EVALUATING:
-                return False
+                return False  # cancelled meanwhile: the candidates not yet sent are not evaluated
             adapter = candidate.adapter
+            assert adapter is not None
             ref = common_pb2.ModuleRef(module_id=adapter.module_id, sha256=adapter.sha256,
                                        size_bytes=adapter.size_bytes)
             candidate.metrics = self.sites.evaluate(plan.for_method(candidate.method), ref, adapter.config_json)
-        return self.ledger.require_job(plan.job_id).state == L.EVALUATING
+            return True
+
+        trained = [c for c in candidates if c.adapter is not None]
+        with ThreadPoolExecutor(max_workers=EVALUATIONS_IN_FLIGHT, thread_name_prefix="evaluate") as pool:
+            sent = list(pool.map(one, trained))
+        return all(sent) and self.ledger.require_job(plan.job_id).state == L.EVALUATING
 
     def commit_claimed(self, job_id: str, proposal: Proposal) -> None:
         """Only the holder of the job's commit claim calls this: the gate, the net, the job's end."""
