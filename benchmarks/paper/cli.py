@@ -63,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--below-gate", type=float, default=None,
                    help="rerun experiments with excluded teachers at this lower gate into <out>/below_gate "
                         "(default 30; a negative value turns the rerun off)")
+    c = sub.add_parser("ceiling", help="the ceiling of each adapter shape: trained on many labelled images",
+                       description="Train each adapter shape (1-conv 1x1, 3-conv 1x1, 3-conv 3x3) with hybrid (the "
+                                   "best data-free start, refined by the task loss) on many labelled images of each Exp.2/3 target: the bound every transplant "
+                                   "method with that adapter shape is under. Writes <out>/ceiling.json and .md.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("--samples", type=int, default=2000, help="labelled images of the category")
+    c.add_argument("--steps", type=int, default=600, help="Adam steps")
+    c.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    c.add_argument("--seeds", type=int, default=1, help="seeds per cell")
+    c.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
+    c.add_argument("--cache", type=Path, default=Path("benchmarks/cache"), help="teacher cache folder")
     r = sub.add_parser("report", help="merge several `bench` output folders into one report",
                        description="Merge paper.json / paper_meta.json of several bench runs (e.g. run as "
                                    "parallel processes) into one paper.json, paper.md and plots.")
@@ -79,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
 
         merge(args.inputs, args.out, command)
         print(f"wrote {args.out / 'paper.json'}, {args.out / 'paper.md'}")
+        return 0
+    if args.command == "ceiling":
+        from benchmarks.paper.ceiling import run_ceiling
+
+        run_ceiling(args.out, args.cache, args.samples, args.steps, args.lr, args.seeds)
+        print(f"wrote {args.out / 'ceiling.json'}, {args.out / 'ceiling.md'}")
         return 0
     from benchmarks.paper import FULL, QUICK, bench, bench_parallel, resolve
 
