@@ -63,10 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--below-gate", type=float, default=None,
                    help="rerun experiments with excluded teachers at this lower gate into <out>/below_gate "
                         "(default 30; a negative value turns the rerun off)")
-    c = sub.add_parser("ceiling", help="the ceiling of each adapter shape: trained on many labelled images",
+    c = sub.add_parser("ceiling", help="what many labelled images buy each adapter shape (an estimate of its ceiling)",
                        description="Train each adapter shape (1-conv 1x1, 3-conv 1x1, 3-conv 3x3) with hybrid (the "
-                                   "best data-free start, refined by the task loss) on many labelled images of each Exp.2/3 target: the bound every transplant "
-                                   "method with that adapter shape is under. Writes <out>/ceiling.json and .md.",
+                                   "best data-free start, refined by the task loss) on many labelled images of each Exp.2/3 target: an estimate of how far any "
+                                   "transplant method with that adapter shape can go. Writes <out>/ceiling.json and .md.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     c.add_argument("--samples", type=int, default=2000, help="labelled images of the category")
     c.add_argument("--steps", type=int, default=600, help="Adam steps")

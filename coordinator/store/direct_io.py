@@ -11,6 +11,7 @@ network mounts, macOS) get the ordinary buffered file, with the same interface.
 from __future__ import annotations
 
 import errno
+import io
 import mmap
 import os
 from collections.abc import Iterator
@@ -94,19 +95,24 @@ def _buffered_pieces(handle: BinaryIO, chunk_size: int) -> Iterator[bytes]:
 
 
 def _direct_pieces(fd: int, chunk_size: int) -> Iterator[bytes]:
+    handle = os.fdopen(fd, "rb", buffering=0)  # a file object: closed when dropped, even if never iterated
     block = max(ALIGN, -(-chunk_size // ALIGN) * ALIGN)
+    return _aligned_reads(handle, block, chunk_size)
+
+
+def _aligned_reads(handle: io.FileIO, block: int, chunk_size: int) -> Iterator[bytes]:
     buffer = mmap.mmap(-1, block)
     view = memoryview(buffer)
     try:
-        while count := os.readv(fd, [view]):
-            for start in range(0, count, chunk_size):
-                yield bytes(view[start:min(count, start + chunk_size)])
-            if count < block:
-                break
+        with handle:
+            while count := handle.readinto(view):
+                for start in range(0, count, chunk_size):
+                    yield bytes(view[start:min(count, start + chunk_size)])
+                if count < block:  # a regular file reads short only at its end
+                    break
     finally:
         view.release()
         buffer.close()
-        os.close(fd)
 
 
 def _open_direct(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_EXCL) -> int | None:

@@ -1,6 +1,7 @@
 """direct_io: blob files written through one aligned buffer (O_DIRECT where the filesystem has it)."""
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from pathlib import Path
@@ -77,3 +78,13 @@ def test_local_store_writer_commits_and_aborts_through_it(tmp_path: Path) -> Non
         writer.write(other)  # never committed: aborted on exit
     assert store.blob_info(hashlib.sha256(other).hexdigest()) is None
     assert not list((tmp_path / "store" / "tmp").iterdir())
+
+
+def test_pieces_never_read_leave_no_file_open(tmp_path: Path) -> None:
+    (tmp_path / "blob").write_bytes(os.urandom(3 * ALIGN))
+    open_fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    before = open_fds()
+    for _ in range(20):
+        read_pieces(tmp_path / "blob", ALIGN)  # e.g. a Download whose client left before the first chunk
+    gc.collect()
+    assert open_fds() == before
