@@ -80,7 +80,8 @@ def test_predict_on_tensors_equals_the_forward_and_applies_the_threshold(digits_
     assert [r["score"] for r in results] == pytest.approx(logits.tolist(), abs=1e-6)
     assert [r["label"] for r in results] == ["digit3" if v > 0 else "not digit3" for v in logits.tolist()]
     single = net.predict(x[0], "digit3", CLASSIFICATION)  # one [C, H, W] tensor is one image
-    assert single[0]["score"] == pytest.approx(results[0]["score"], abs=1e-6)
+    # a batch of one and a batch of many may take different float32 kernels: equal to float32 precision
+    assert single[0]["score"] == pytest.approx(results[0]["score"], rel=1e-6, abs=1e-6)
 
 
 def test_conversions_and_clear_errors(digits_net, shapes_net, tmp_path):
