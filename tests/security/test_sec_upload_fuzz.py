@@ -34,7 +34,7 @@ from transplant.adapter import Adapter, AdapterConfig, adapter_from_bytes, adapt
 from transplant.spec import ModuleSpec, weights_from_bytes
 
 pytestmark = pytest.mark.security
-FUZZ = settings(max_examples=250, deadline=3000, derandomize=True,
+FUZZ = settings(max_examples=250, deadline=None, derandomize=True,  # no deadline: a 1-byte-chunk upload took 4 s on a loaded 2-core VM
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 LIMITS = UploadLimits(max_upload_bytes=256 << 10, site_quota_bytes=64 << 20)
 
