@@ -68,19 +68,22 @@ def ceiling_markdown(rows: list[dict], samples: int, steps: int) -> str:
     for experiment, category, layers, kernel in keys:
         cell = [r for r in rows if (r["experiment"], r["category"], r["adapter_layers"], r["kernel_size"])
                 == (experiment, category, layers, kernel)]
-        value = sum(r["value"] for r in cell) / len(cell)
-        teacher, metric = cell[0]["teacher_value"], cell[0]["metric"]
-        gap = value - teacher if metric == "error_rate" else teacher - value
-        lines.append(f"| {experiment} | {metric} | {category} | {layers}-conv {kernel}x{kernel} | {value:.2f} | "
+        value, teacher, gap = _mean_gap(cell)
+        lines.append(f"| {experiment} | {cell[0]['metric']} | {category} | {layers}-conv {kernel}x{kernel} | {value:.2f} | "
                      f"{teacher:.2f} | {gap:+.2f} |")
     lines += ["", "| experiment | adapter | Avg. with many labels | Avg. teacher | gap (points) |", "|---|---|---|---|---|"]
     for experiment, layers, kernel in sorted({(r["experiment"], r["adapter_layers"], r["kernel_size"]) for r in rows}):
         cell = [r for r in rows if (r["experiment"], r["adapter_layers"], r["kernel_size"]) == (experiment, layers, kernel)]
-        value = sum(r["value"] for r in cell) / len(cell)
-        teacher = sum(r["teacher_value"] for r in cell) / len(cell)
-        gap = value - teacher if cell[0]["metric"] == "error_rate" else teacher - value
+        value, teacher, gap = _mean_gap(cell)
         lines.append(f"| {experiment} | {layers}-conv {kernel}x{kernel} | {value:.2f} | {teacher:.2f} | {gap:+.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _mean_gap(cell: list[dict]) -> tuple[float, float, float]:
+    """(mean value, mean teacher value, points behind the teacher) of a cell's rows (one metric)."""
+    value = sum(r["value"] for r in cell) / len(cell)
+    teacher = sum(r["teacher_value"] for r in cell) / len(cell)
+    return value, teacher, value - teacher if cell[0]["metric"] == "error_rate" else teacher - value
 
 
 def run_ceiling(out: Path, cache: Path, samples: int = 2000, steps: int = 600, lr: float = 3e-3,
