@@ -25,6 +25,8 @@ from pathlib import Path
 
 import grpc
 
+from common.allocator import keep_freed_buffers
+
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1 << 20
 
@@ -96,6 +98,8 @@ save_file({{"fc.weight": torch.zeros(out, features)}}, sys.argv[2])
 UPLOAD_CLIENT = """
 import hashlib, sys, time, json
 import grpc
+from common.allocator import keep_freed_buffers
+keep_freed_buffers()  # as the site agent does
 from protos.nt.v1 import common_pb2, registry_pb2, registry_pb2_grpc, chunk_pb2
 address, spec_path, weights_path, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 digest, size = hashlib.sha256(), 0
@@ -121,6 +125,8 @@ print(json.dumps({"seconds": time.perf_counter() - start, "size": size, "module_
 RAW_CLIENT = """
 import sys, time, json
 import grpc
+from common.allocator import keep_freed_buffers
+keep_freed_buffers()  # the ceiling under the same allocator settings
 address, weights_path, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
 channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
 push = channel.stream_unary("/bench.Sink/Push")
@@ -136,6 +142,8 @@ print(json.dumps({"seconds": time.perf_counter() - start, "size": size}), flush=
 RAW_DOWNLOAD_CLIENT = """
 import sys, time, json
 import grpc
+from common.allocator import keep_freed_buffers
+keep_freed_buffers()  # the ceiling under the same allocator settings
 address, chunk = sys.argv[1], int(sys.argv[2])
 channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
 pull = channel.unary_stream("/bench.Sink/Pull")
@@ -147,6 +155,8 @@ print(json.dumps({"seconds": time.perf_counter() - start, "size": size}), flush=
 DOWNLOAD_CLIENT = """
 import sys, time, json
 import grpc
+from common.allocator import keep_freed_buffers
+keep_freed_buffers()  # as the site agent does
 from common.registry_client import download
 from protos.nt.v1 import registry_pb2_grpc
 address, module_id, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -291,6 +301,7 @@ def upload_figures(megabytes: int, rounds: int = 3) -> dict[str, object]:
     """Upload and download through the registry against their ceilings, the store on a RAM disk (the
     registry's own cost) and on this machine's disk (what a local store adds). Each round measures the
     ceilings right beside the transfers, so a busy machine slows both; the figures are the rounds' medians."""
+    keep_freed_buffers()  # the raw-gRPC ceiling's server runs in this process: the same allocator as the coordinator
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         _, weights = write_big_module(tmp_path, megabytes)

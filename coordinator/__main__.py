@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from common.allocator import keep_freed_buffers
 from transplant.runtime import configure_threads
 from coordinator.streams import StreamLimits
 
@@ -121,6 +122,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     configure_threads()
+    keep_freed_buffers()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     if args.command == "token":

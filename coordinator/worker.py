@@ -22,6 +22,7 @@ from transplant.adapter import adapter_to_bytes
 from transplant.trainer import default_device
 from transplant.job import JobConfig, beta_from_stats, make_problem, run_job
 from transplant.methods import Samples
+from common.allocator import keep_freed_buffers
 from transplant.runtime import configure_threads
 from transplant.spec import ModuleSpec, SpecModule, build_module, weights_from_bytes
 
@@ -42,6 +43,7 @@ def fetch_blobs(plan: JobPlan) -> Blobs:
 def run_plan(plan: JobPlan, progress_every: int = 10, blobs: Blobs | None = None) -> Iterator[Progress | TrainedAdapter]:
     """Trains the plan's one method: yields Progress while training, then the stored TrainedAdapter."""
     configure_threads()
+    keep_freed_buffers()
     store = open_store(plan.store_url)
     read = blobs.__getitem__ if blobs else store.read_blob
     beta = beta_from_stats(plan.generic_category.feature_norm_mean, plan.category.feature_norm_mean)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from common.errors import WireError
+from common.allocator import keep_freed_buffers
 from transplant.runtime import configure_threads
 
 from site_agent.data import NEGATIVES_HELP, SOURCE_HELP
@@ -326,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_threads()
+    keep_freed_buffers()
     try:
         return COMMANDS[args.command](args)
     except (SiteAgentError, WireError) as exc:  # operator errors: one line, no traceback

@@ -70,9 +70,11 @@ def _predict_parser(p: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from coordinator.serving.server import start_serving
+    from common.allocator import keep_freed_buffers
     from transplant.runtime import configure_threads
 
     configure_threads()
+    keep_freed_buffers()
     limits = ImageLimits(max_images=args.max_images, max_image_bytes=int(args.max_image_mib * MIB),
                          max_request_bytes=int(args.max_request_mib * MIB), max_pixels=args.max_pixels)
     config = ServingConfig(args.store, args.net, args.host, args.port, args.poll, args.max_batch,
