@@ -95,11 +95,12 @@ save_file({{"fc.weight": torch.zeros(out, features)}}, sys.argv[2])
     return spec_path.read_text(), weights_path
 
 
-UPLOAD_CLIENT = """
+# Every client process, the ceilings' included, runs under the allocator settings the site agent uses.
+CLIENT_PRELUDE = "from common.allocator import keep_freed_buffers\nkeep_freed_buffers()\n"
+
+UPLOAD_CLIENT = CLIENT_PRELUDE + """
 import hashlib, sys, time, json
 import grpc
-from common.allocator import keep_freed_buffers
-keep_freed_buffers()  # as the site agent does
 from protos.nt.v1 import common_pb2, registry_pb2, registry_pb2_grpc, chunk_pb2
 address, spec_path, weights_path, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 digest, size = hashlib.sha256(), 0
@@ -122,11 +123,9 @@ print(json.dumps({"seconds": time.perf_counter() - start, "size": size, "module_
                   "client_cpu_s": time.process_time() - cpu}), flush=True)
 """
 
-RAW_CLIENT = """
+RAW_CLIENT = CLIENT_PRELUDE + """
 import sys, time, json
 import grpc
-from common.allocator import keep_freed_buffers
-keep_freed_buffers()  # the ceiling under the same allocator settings
 address, weights_path, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
 channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
 push = channel.stream_unary("/bench.Sink/Push")
@@ -139,11 +138,9 @@ print(json.dumps({"seconds": time.perf_counter() - start, "size": size}), flush=
 """
 
 
-RAW_DOWNLOAD_CLIENT = """
+RAW_DOWNLOAD_CLIENT = CLIENT_PRELUDE + """
 import sys, time, json
 import grpc
-from common.allocator import keep_freed_buffers
-keep_freed_buffers()  # the ceiling under the same allocator settings
 address, chunk = sys.argv[1], int(sys.argv[2])
 channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
 pull = channel.unary_stream("/bench.Sink/Pull")
@@ -152,11 +149,9 @@ size = sum(len(piece) for piece in pull(str(chunk).encode(), timeout=1800))
 print(json.dumps({"seconds": time.perf_counter() - start, "size": size}), flush=True)
 """
 
-DOWNLOAD_CLIENT = """
+DOWNLOAD_CLIENT = CLIENT_PRELUDE + """
 import sys, time, json
 import grpc
-from common.allocator import keep_freed_buffers
-keep_freed_buffers()  # as the site agent does
 from common.registry_client import download
 from protos.nt.v1 import registry_pb2_grpc
 address, module_id, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
