@@ -106,6 +106,7 @@ def bench(experiments: tuple[str, ...], out: Path, settings: Settings = FULL, ca
         ctx.done = {(r["experiment"], r["category"], r["adapter_layers"], r["samples"], r["method"], r["seed"])
                     for r in ctx.rows}
         ctx.partial.write_text("".join(json.dumps(r) + "\n" for r in ctx.rows))
+        meta["resumed_rows"] = len(ctx.rows)  # their time, per-run diagnostics and PCA stayed with the interrupted run
     else:
         ctx.partial.write_text("")
     start = time.perf_counter()
@@ -158,12 +159,15 @@ def merge(inputs: list[Path], out: Path, command: str = "", wall_seconds: float 
     Their below_gate/ reruns are merged into <out>/below_gate the same way."""
     rows: list[dict] = []
     meta: dict = {}
+    if out.resolve() not in {f.resolve() for f in inputs}:  # plots of an earlier report would be listed as this one's
+        for stale in out.glob("*.png"):
+            stale.unlink()
     for folder in inputs:
         rows += json.loads((folder / "paper.json").read_text())
         m = json.loads((folder / "paper_meta.json").read_text())
         if not meta:
             meta = {**m, "teachers": {}, "excluded": [], "background_pixel_accuracy": {}, "seconds": {},
-                    "runs": [], "total_seconds": 0.0}
+                    "runs": [], "total_seconds": 0.0, "resumed_rows": 0}
             meta.pop("below_gate", None)
         meta["settings"].update(m.get("settings", {}))  # later folders win (order the inputs accordingly)
         meta["teachers"].update(m.get("teachers", {}))
@@ -172,9 +176,11 @@ def merge(inputs: list[Path], out: Path, command: str = "", wall_seconds: float 
                 meta.setdefault("controls", {}).setdefault(experiment, {}).setdefault(task, {}).update(cats)
         meta["excluded"] += m.get("excluded", [])
         meta["background_pixel_accuracy"].update(m.get("background_pixel_accuracy", {}))
-        meta["seconds"].update(m.get("seconds", {}))
+        for experiment, seconds in m.get("seconds", {}).items():  # one experiment split by targets: its parts add up
+            meta["seconds"][experiment] = meta["seconds"].get(experiment, 0.0) + seconds
         meta["runs"] += m.get("runs", [])
         meta["total_seconds"] += m.get("total_seconds", 0.0)
+        meta["resumed_rows"] += m.get("resumed_rows", 0)
         out.mkdir(parents=True, exist_ok=True)
         for png in folder.glob("*_pca.png"):
             if png.parent.resolve() != out.resolve():

@@ -195,7 +195,10 @@ def write_report(out: Path, rows: list[dict], meta: dict) -> Path:
         f"Wall time: {meta.get('total_seconds', 0):.0f} s in all "
         + ", ".join(f"{k} {v:.0f} s" for k, v in meta.get("seconds", {}).items())
         + f" (threads per process: 1; teachers {'from the cache' if meta.get('teachers_cached') else 'trained in this run'})."
-        + (f" {meta['timing_note']}" if meta.get("timing_note") else ""), "",
+        + (f" {meta['timing_note']}" if meta.get("timing_note") else "")
+        + (f" {meta['resumed_rows']} rows were carried over from an interrupted run (`--resume`): their time is not "
+           "in these figures, and their per-run diagnostics (sanity checks, PCA) are missing here."
+           if meta.get("resumed_rows") else ""), "",
         "## Setup (choices the paper leaves open)", "",
         *[f"- {line}" for line in meta.get("choices", [])], "",
         "## Teachers and the IoU gate", "",
