@@ -12,7 +12,7 @@ than `TRIM_THRESHOLD` of it sits at the top (a bounded constant, not growth per 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import logging
 import os
 import platform
@@ -27,11 +27,17 @@ _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUN
 
 def keep_freed_buffers(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:
     """Sets both thresholds for this process; True if they were set. A no-op (False) off glibc, or where
-    the operator tuned malloc through its own environment variables (theirs win)."""
+    the operator tuned malloc through its own environment variables (theirs win). Cheap to call again
+    (a worker calls it per job): the settings are applied once per process."""
     if platform.libc_ver()[0] != "glibc" or any(name in os.environ for name in _USER_SETTINGS):
         return False
+    return _set_thresholds(mmap_threshold, trim_threshold)
+
+
+@functools.cache
+def _set_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols, glibc's mallopt among them (no library search)
         done = (libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
                 and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1)
     except (OSError, AttributeError):

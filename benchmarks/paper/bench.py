@@ -156,7 +156,8 @@ def sanity_lines(runs: list[dict]) -> list[str]:
 
 def merge(inputs: list[Path], out: Path, command: str = "", wall_seconds: float | None = None) -> dict:
     """One report from several `bench` output folders (e.g. experiments run as separate processes).
-    Their below_gate/ reruns are merged into <out>/below_gate the same way."""
+    Their below_gate/ reruns are merged into <out>/below_gate the same way. PNGs already in <out> are
+    removed first: they are an earlier report's, and the report lists every plot it finds there."""
     rows: list[dict] = []
     meta: dict = {}
     if out.resolve() not in {f.resolve() for f in inputs}:  # plots of an earlier report would be listed as this one's
