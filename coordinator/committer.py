@@ -1,5 +1,5 @@
-"""After training: the owning site evaluates every candidate, the best one is proposed to its net, and
-the job ends SUCCEEDED (it entered the net) or REJECTED (the gate said no; the net is unchanged).
+"""The owning site evaluates every candidate (each as soon as it is trained), the best one is proposed to
+its net, and the job ends SUCCEEDED (it entered the net) or REJECTED (the gate said no; the net is unchanged).
 
 The commit is claimed in the ledger first (state check and claim in one guarded UPDATE): a cancel
 that came first wins and nothing is committed; once claimed, cancels are refused. The claim keeps the
@@ -10,8 +10,9 @@ not found: decided and committed now).
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from coordinator import ledger as L
 from coordinator.convert import state_event
@@ -31,6 +32,63 @@ def describe_errors(candidates: list[CandidateResult]) -> str:
     if len(candidates) == 1:
         return candidates[0].error or "no figures"
     return "; ".join(f"{c.method}: {c.error or 'no figures'}" for c in candidates)
+
+
+class Evaluation:
+    """One training attempt's candidates out with the owning site. Each is sent as soon as it is trained,
+    while its slower siblings still train (an `auto` job's fast candidates are scored during the slowest
+    one's training), EVALUATIONS_IN_FLIGHT at a time: the site answers Evaluate on a thread pool, one
+    download and forward pass per call. An attempt that is retried or stopped is abandoned: what it had
+    not yet sent is never sent, and its figures are never used."""
+
+    def __init__(self, ledger: L.Ledger, sites: SiteClient, plan: JobPlan) -> None:
+        self.ledger, self.sites, self.plan = ledger, sites, plan
+        self._pool = ThreadPoolExecutor(EVALUATIONS_IN_FLIGHT, thread_name_prefix="evaluate")
+        self._sent: dict[str, Future[dict[str, float] | None]] = {}
+        self._lock = threading.Lock()
+        self._abandoned = False
+
+    def send(self, candidate: CandidateResult) -> None:
+        """Starts scoring a trained candidate (once per method); a no-op once abandoned."""
+        if candidate.adapter is None:
+            return
+        with self._lock:
+            if not self._abandoned and candidate.method not in self._sent:
+                self._sent[candidate.method] = self._pool.submit(self._one, candidate)
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+        self._pool.shutdown(wait=False, cancel_futures=True)  # calls already at the site end on their own
+
+    def finish(self, candidates: list[CandidateResult]) -> bool:
+        """Sends what was not yet sent, waits for every call and fills in each trained candidate's figures.
+        False once the job is no longer EVALUATING (cancelled: nothing more is sent). The first
+        EvaluationError, in candidate order, is raised after the others ended."""
+        for candidate in candidates:
+            self.send(candidate)
+        trained = [c for c in candidates if c.adapter is not None]
+        try:
+            futures = [self._sent[c.method] for c in trained]
+            wait(futures)
+            figures = [f.result() for f in futures]
+        finally:
+            self._pool.shutdown(wait=False)
+        for candidate, metrics in zip(trained, figures):
+            candidate.metrics = metrics or {}
+        return all(m is not None for m in figures) and self._state() == L.EVALUATING
+
+    def _one(self, candidate: CandidateResult) -> dict[str, float] | None:
+        # still training (RUNNING) or waiting for the site (EVALUATING); anything else: cancelled meanwhile
+        if self._abandoned or self._state() not in (L.RUNNING, L.EVALUATING):
+            return None
+        adapter = candidate.adapter
+        assert adapter is not None
+        ref = common_pb2.ModuleRef(module_id=adapter.module_id, sha256=adapter.sha256, size_bytes=adapter.size_bytes)
+        return self.sites.evaluate(self.plan.for_method(candidate.method), ref, adapter.config_json)
+
+    def _state(self) -> str:
+        return self.ledger.require_job(self.plan.job_id).state
 
 
 class Committer:
@@ -53,10 +111,16 @@ class Committer:
 
     # one job
 
-    def evaluate_and_commit(self, plan: JobPlan, candidates: list[CandidateResult]) -> None:
+    def evaluation(self, plan: JobPlan) -> Evaluation:
+        """A fresh evaluation for one training attempt of `plan` (its candidates are sent as they train)."""
+        return Evaluation(self.ledger, self.sites, plan)
+
+    def evaluate_and_commit(self, plan: JobPlan, candidates: list[CandidateResult],
+                            evaluation: Evaluation | None = None) -> None:
+        """`evaluation` holds the candidates already sent while their siblings trained; the rest go now."""
         job_id = plan.job_id
         try:
-            if not self._evaluate(plan, candidates):
+            if not (evaluation or self.evaluation(plan)).finish(candidates):
                 return  # cancelled while the site evaluated: the net stays as it was
         except EvaluationError as exc:
             self.fail(job_id, str(exc), candidates=[c.to_doc() for c in candidates])
@@ -74,25 +138,6 @@ class Committer:
                                         metrics=best.metrics, adapter_module_id=best.adapter.module_id):
             return  # cancelled just now: the claim lost, nothing is committed
         self.commit_claimed(job_id, proposal)
-
-    def _evaluate(self, plan: JobPlan, candidates: list[CandidateResult]) -> bool:
-        """Fills in each trained candidate's figures, EVALUATIONS_IN_FLIGHT at a time (the site answers
-        Evaluate on a thread pool, one download and forward pass per call); False once the job is no longer
-        EVALUATING. The first EvaluationError, in candidate order, is raised after the others ended."""
-        def one(candidate: CandidateResult) -> bool:
-            if self.ledger.require_job(plan.job_id).state != L.EVALUATING:
-                return False  # cancelled meanwhile: the candidates not yet sent are not evaluated
-            adapter = candidate.adapter
-            assert adapter is not None
-            ref = common_pb2.ModuleRef(module_id=adapter.module_id, sha256=adapter.sha256,
-                                       size_bytes=adapter.size_bytes)
-            candidate.metrics = self.sites.evaluate(plan.for_method(candidate.method), ref, adapter.config_json)
-            return True
-
-        trained = [c for c in candidates if c.adapter is not None]
-        with ThreadPoolExecutor(max_workers=EVALUATIONS_IN_FLIGHT, thread_name_prefix="evaluate") as pool:
-            sent = list(pool.map(one, trained))
-        return all(sent) and self.ledger.require_job(plan.job_id).state == L.EVALUATING
 
     def commit_claimed(self, job_id: str, proposal: Proposal) -> None:
         """Only the holder of the job's commit claim calls this: the gate, the net, the job's end."""

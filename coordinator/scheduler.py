@@ -1,9 +1,9 @@
 """Runs jobs on Ray: a bounded pool of driver threads, each driving one job's training, and a separate
 pool that waits for the sites' evaluations, so a dead or slow site never holds a training driver.
 
-PENDING -> (resolve modules) -> RUNNING (one Ray task per candidate method, progress streamed)
--> EVALUATING (the owning site scores every candidate) -> claim + gate + net commit
--> SUCCEEDED | REJECTED. Ray system failures (a dead worker or node) are retried up to max_attempts;
+PENDING -> (resolve modules) -> RUNNING (one Ray task per candidate method, progress streamed; the owning
+site scores each candidate as soon as it is trained) -> EVALUATING (the last scores come in) -> claim +
+gate + net commit -> SUCCEEDED | REJECTED. Ray system failures (a dead worker or node) are retried up to max_attempts;
 errors raised by the training code itself are deterministic and end that candidate at once.
 """
 
@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ray import exceptions as rex
 
 from coordinator import ledger as L
-from coordinator.committer import Committer, describe_errors
+from coordinator.committer import Committer, Evaluation, describe_errors
 from coordinator.convert import spec_from_dict, state_event
 from coordinator.events import EventHub
 from coordinator.jobs import CandidateResult, JobPlan, Progress
@@ -82,33 +82,47 @@ class Scheduler:
         except ResolveError as exc:
             self.committer.fail(job_id, str(exc))
             return
-        candidates = self._train_with_retries(plan)
-        if candidates is None or self._closing.is_set():
+        trained = self._train_with_retries(plan)
+        if trained is None:
+            return
+        candidates, evaluation = trained
+        if self._closing.is_set():
+            evaluation.abandon()
             return
         if not any(c.adapter for c in candidates):
+            evaluation.abandon()
             self.committer.fail(job_id, describe_errors(candidates), candidates=[c.to_doc() for c in candidates])
             return
         first = next(c.adapter for c in candidates if c.adapter)
         if self.committer.move(job_id, L.EVALUATING, adapter_module_id=first.module_id,
                                candidates=[c.to_doc() for c in candidates]):
-            self._evaluations.submit(self._evaluate_logged, plan, candidates)  # this driver is free now
+            self._evaluations.submit(self._evaluate_logged, plan, candidates, evaluation)  # this driver is free now
+        else:
+            evaluation.abandon()  # cancelled meanwhile
 
-    def _evaluate_logged(self, plan: JobPlan, candidates: list[CandidateResult]) -> None:
+    def _evaluate_logged(self, plan: JobPlan, candidates: list[CandidateResult], evaluation: Evaluation) -> None:
         if self._closing.is_set():
+            evaluation.abandon()
             return  # left EVALUATING: re-queued on restart
         try:
-            self.committer.evaluate_and_commit(plan, candidates)
+            self.committer.evaluate_and_commit(plan, candidates, evaluation)
         except Exception as exc:  # as in _drive_logged: a bug fails the job instead of vanishing
             log.exception("job %s: evaluation crashed", plan.job_id)
             self.committer.fail(plan.job_id, f"coordinator error: {type(exc).__name__}: {exc}")
 
-    def _train_with_retries(self, plan: JobPlan) -> list[CandidateResult] | None:
+    def _train_with_retries(self, plan: JobPlan) -> tuple[list[CandidateResult], Evaluation] | None:
+        """The candidates of the attempt that ended, and its evaluation (already scoring them)."""
         job_id = plan.job_id
         while not self._closing.is_set():
             if not self.committer.move(job_id, L.RUNNING, error=""):
                 return None  # cancelled meanwhile
+            evaluation = self.committer.evaluation(plan)
             try:
-                return self.training.run(plan, lambda: self._wanted(job_id))
+                try:
+                    return self.training.run(plan, lambda: self._wanted(job_id), evaluation.send), evaluation
+                except BaseException:
+                    evaluation.abandon()  # this attempt's figures are never used
+                    raise
             except rex.TaskCancelledError:
                 return None  # by cancel() (already CANCELLED) or by shutdown (re-queued on restart)
             except RETRYABLE as exc:

@@ -1,5 +1,6 @@
 """The Ray side of a job: one streaming Ray task per candidate method, all in parallel, sharing one
-fetch of the job's modules; progress is forwarded as it streams; cancel stops every task of a job.
+fetch of the job's modules; progress is forwarded as it streams, each trained candidate is handed on at
+once (to be evaluated while the others train); cancel stops every task of a job.
 
 `TRAIN_BODY` is the function each candidate's Ray task runs (coordinator.worker.run_plan). It is
 passed to the task as an argument, so a test can swap it in the driver (e.g. for a body that crashes
@@ -56,8 +57,10 @@ class Training:
             self._running.pop(job_id, None)
             self._stop_asked.pop(job_id, None)
 
-    def run(self, plan: JobPlan, still_wanted: Callable[[], bool]) -> list[CandidateResult]:
-        """Every candidate's adapter or training error. Raises TaskCancelledError when stopped and a
+    def run(self, plan: JobPlan, still_wanted: Callable[[], bool],
+            on_trained: Callable[[CandidateResult], None] = lambda _: None) -> list[CandidateResult]:
+        """Every candidate's adapter or training error. `on_trained` gets each trained candidate as soon as
+        its task ends, while the others still train. Raises TaskCancelledError when stopped and a
         RETRYABLE error when Ray lost a worker (the whole job is retried)."""
         methods = plan.methods
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
@@ -70,7 +73,8 @@ class Training:
             if not still_wanted():  # cancel() or shutdown() may have run before the tasks were registered
                 self.stop(plan.job_id)
             with ThreadPoolExecutor(len(methods), thread_name_prefix="candidate") as pool:
-                futures = [pool.submit(self._follow, plan.job_id, m, g) for m, g in zip(methods, generators)]
+                futures = [pool.submit(self._follow, plan.job_id, m, g, on_trained)
+                           for m, g in zip(methods, generators)]
                 outcomes = [_outcome(m, f.exception(), f) for m, f in zip(methods, futures)]
         finally:
             self.forget(plan.job_id)
@@ -84,7 +88,8 @@ class Training:
             results.append(outcome)
         return results
 
-    def _follow(self, job_id: str, method: str, generator) -> TrainedAdapter:
+    def _follow(self, job_id: str, method: str, generator,
+                on_trained: Callable[[CandidateResult], None]) -> TrainedAdapter:
         done = None
         try:
             for ref in generator:
@@ -99,6 +104,7 @@ class Training:
             raise
         if done is None:
             raise rex.TaskCancelledError()
+        on_trained(CandidateResult(method, done))
         return done
 
     def _escalate_stop(self, job_id: str, generator) -> None:

@@ -1,4 +1,5 @@
-"""The committer's evaluation of a job's candidates at the owning site: several at once, cancellable."""
+"""The evaluation of a job's candidates at the owning site: several at once, each as soon as it is trained,
+cancellable, and abandoned with its attempt."""
 from __future__ import annotations
 
 import threading
@@ -6,14 +7,11 @@ import time
 
 import pytest
 
-from coordinator.committer import EVALUATIONS_IN_FLIGHT, Committer
-from coordinator.events import EventHub
+from coordinator.committer import EVALUATIONS_IN_FLIGHT, Evaluation
 from coordinator.jobs import CandidateResult, JobPlan, TrainedAdapter
-from coordinator.ledger import CANCELLED, EVALUATING, Ledger
+from coordinator.ledger import CANCELLED, EVALUATING, RUNNING, Ledger
 from coordinator.manifests import ModuleRecord
-from coordinator.netbook import NetBook
 from coordinator.site_client import EvaluationError
-from coordinator.store import LocalStore
 from tests.helpers.cluster import TASK
 from transplant.job import JobConfig
 
@@ -25,9 +23,9 @@ def _record(site: str, role: str, category: str, task: str = "") -> ModuleRecord
                         feature_norm_mean=1.0)
 
 
-def _evaluating(ledger: Ledger) -> tuple[JobPlan, list[CandidateResult]]:
+def _evaluating(ledger: Ledger, state: str = EVALUATING) -> tuple[JobPlan, list[CandidateResult]]:
     job = ledger.create_job({"category": "5"})
-    assert ledger.transition(job.id, "RUNNING") and ledger.transition(job.id, EVALUATING)
+    assert ledger.transition(job.id, RUNNING) and (state == RUNNING or ledger.transition(job.id, state))
     plan = JobPlan(job.id, "", JobConfig.create(TASK), "site-t", _record("site-t", "category", "5"),
                    _record("site-t", "task", "5", TASK), _record("site-g", "task", "3", TASK),
                    _record("site-g", "category", "3"))
@@ -57,15 +55,15 @@ class SlowSite:
                 self.running -= 1
 
 
-def _committer(tmp_path, ledger: Ledger, site) -> Committer:
-    return Committer(ledger, EventHub(), sites=site, netbook=NetBook(LocalStore(tmp_path / "store")))
+def _finish(ledger: Ledger, site, plan: JobPlan, candidates: list[CandidateResult]) -> bool:
+    return Evaluation(ledger, site, plan).finish(candidates)
 
 
 def test_candidates_are_evaluated_several_at_once(tmp_path) -> None:
     ledger, site = Ledger(tmp_path / "ledger.db"), SlowSite()
     plan, candidates = _evaluating(ledger)
     start = time.perf_counter()
-    assert _committer(tmp_path, ledger, site)._evaluate(plan, candidates)
+    assert _finish(ledger, site, plan, candidates)
     assert site.most == EVALUATIONS_IN_FLIGHT > 1  # one after another before: 7 x 0.2 s
     assert time.perf_counter() - start < 0.2 * len(METHODS) * 0.8
     assert sorted(site.calls) == sorted(METHODS)
@@ -76,7 +74,7 @@ def test_a_cancel_during_evaluation_stops_sending_candidates(tmp_path) -> None:
     ledger = Ledger(tmp_path / "ledger.db")
     plan, candidates = _evaluating(ledger)
     site = SlowSite(on_call=lambda p: ledger.transition(p.job_id, CANCELLED))
-    assert not _committer(tmp_path, ledger, site)._evaluate(plan, candidates)
+    assert not _finish(ledger, site, plan, candidates)
     assert len(site.calls) <= EVALUATIONS_IN_FLIGHT  # those already at the site, no more
 
 
@@ -90,5 +88,35 @@ def test_an_evaluation_error_is_raised_after_the_others_ended(tmp_path) -> None:
 
     site = SlowSite(on_call=refuse_hybrid)
     with pytest.raises(EvaluationError, match="hybrid"):
-        _committer(tmp_path, ledger, site)._evaluate(plan, candidates)
+        _finish(ledger, site, plan, candidates)
     assert site.running == 0  # no call left running behind the error
+
+
+def test_a_candidate_sent_while_training_is_scored_once(tmp_path) -> None:
+    ledger, site = Ledger(tmp_path / "ledger.db"), SlowSite()
+    plan, candidates = _evaluating(ledger, state=RUNNING)
+    evaluation = Evaluation(ledger, site, plan)
+    early = CandidateResult(candidates[-1].method, candidates[-1].adapter)  # as Training hands it on
+    evaluation.send(early)
+    deadline = time.monotonic() + 5
+    while not site.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert site.calls == [early.method]  # at the site while the job is still RUNNING
+    assert ledger.transition(plan.job_id, EVALUATING)
+    assert evaluation.finish(candidates)
+    assert sorted(site.calls) == sorted(METHODS)  # the early one is not sent again
+    assert candidates[-1].metrics == {"error_rate": 10.0, "teacher_error_rate": 5.0}
+
+
+def test_an_abandoned_attempt_sends_nothing_more(tmp_path) -> None:
+    ledger, site = Ledger(tmp_path / "ledger.db"), SlowSite()
+    plan, candidates = _evaluating(ledger, state=RUNNING)
+    evaluation = Evaluation(ledger, site, plan)
+    for candidate in candidates:
+        evaluation.send(candidate)
+    evaluation.abandon()  # a lost Ray worker: the job is retried from its start
+    time.sleep(0.5)
+    assert len(site.calls) <= EVALUATIONS_IN_FLIGHT  # those already at the site, no more
+    evaluation.send(candidates[0])
+    time.sleep(0.3)
+    assert len(site.calls) <= EVALUATIONS_IN_FLIGHT

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import grpc
 import pytest
@@ -60,6 +61,13 @@ def submit(world, spec: control_pb2.TransplantJobSpec) -> str:
 
 def finish(world, job_id: str) -> control_pb2.Job:
     return wait_terminal(world["control"], [job_id], timeout=240)[job_id]
+
+
+def wait_state(world, job_id: str, state: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while world["control"].GetJob(control_pb2.GetJobRequest(job_id=job_id)).state != state:
+        assert time.monotonic() < deadline, f"job {job_id} never reached {control_pb2.JobState.Name(state)}"
+        time.sleep(0.05)
 
 
 def in_any_version(store, name: str, job_id: str) -> bool:
@@ -131,6 +139,33 @@ def test_auto_trains_every_candidate_and_keeps_the_best(world, tmp_path, capsys)
     assert f"auto:{expected[0]}" in table
 
 
+def test_auto_scores_a_fast_candidate_while_the_slow_ones_still_train(world) -> None:
+    site = world["site"]
+    site.figures, site.hold = {}, ("4", "weight_match")  # the site holds the fastest candidate's evaluation
+    site.entered.clear()
+    site.release.clear()
+    spec = control_pb2.TransplantJobSpec(category="4", task=TASK, samples=6, steps=100_000, seed=5,
+                                         adapter=control_pb2.AdapterConfig(layers=1, kernel_size=1),
+                                         teacher_site_id="site-t", generic_site_id="site-g")  # method: auto
+    job_id = submit(world, spec)
+    try:
+        assert site.entered.wait(120), "weight_match was never sent for evaluation"
+        job = world["control"].GetJob(control_pb2.GetJobRequest(job_id=job_id))
+        assert job.state == control_pb2.RUNNING  # the iterative candidates' 100k steps are far from done
+        reply = world["control"].CancelJob(control_pb2.CancelJobRequest(job_id=job_id))
+        assert reply.job.state == control_pb2.CANCELLED  # and stops them
+    finally:
+        site.hold = None
+        site.release.set()
+    assert finish(world, job_id).state == control_pb2.CANCELLED
+    training, deadline = world["handle"].scheduler.training, time.monotonic() + 60
+    while job_id in training._running:  # its Ray tasks end too (they would hold the workers)
+        assert time.monotonic() < deadline, "the cancelled job's candidates still run"
+        time.sleep(0.1)
+    assert not in_any_version(world["store"], "site-g", job_id)
+    site.entered.clear()
+
+
 def test_gate_rejects_and_admin_promotes_and_rolls_back(world, tmp_path, capsys) -> None:
     site, store, address = world["site"], world["store"], world["handle"].address
     site.figures = {"back_distill": 50.0}
@@ -192,17 +227,20 @@ def test_a_cancel_during_evaluation_never_commits(world, monkeypatch) -> None:
     driver_done = threading.Event()
     original = committer.evaluate_and_commit
 
-    def evaluate_and_commit(plan, candidates):
+    def evaluate_and_commit(*args):
         try:
-            return original(plan, candidates)
+            return original(*args)
         finally:
             driver_done.set()
 
     monkeypatch.setattr(committer, "evaluate_and_commit", evaluate_and_commit)
     site.figures = {"back_distill": 6.0}  # would pass the gate: route 3 has no adapter yet
     site.hold = "3"
+    site.entered.clear()
+    site.release.clear()
     job_id = submit(world, job_spec("site-t", "site-g", "3", steps=10, seed=7))
     assert site.entered.wait(120), "the site was never asked to evaluate"
+    wait_state(world, job_id, control_pb2.EVALUATING)  # the site is asked as training ends, a moment before
     versions = list_net_versions(store, "site-g")
     reply = world["control"].CancelJob(control_pb2.CancelJobRequest(job_id=job_id))
     assert reply.job.state == control_pb2.CANCELLED

@@ -10,6 +10,7 @@ from transplant.adapter import Adapter
 from transplant.architectures import CLASSIFICATION
 from transplant.job import JobConfig, make_problem, run_job
 from transplant.methods import METHODS, AUTO, Method, Samples, auto_candidates, register
+from transplant.methods.base import ClosedFormMethod
 from transplant.methods.stitching import permutation_recovery
 from transplant.methods.weight_match import conv_chain, match_channels
 from transplant.probes import probe_images
@@ -127,3 +128,5 @@ def test_auto_candidates_follow_the_data_available():
     assert {"lstsq", "direct_learn", "hybrid"} <= set(with_samples) and set(data_free) <= set(with_samples)
     assert not any(METHODS[m].needs_generic_category_module for m in auto_candidates(20, False))
     assert "jacobian" not in with_samples and "distill" not in with_samples
+    closed_form = [issubclass(METHODS[m], ClosedFormMethod) for m in with_samples]
+    assert closed_form == sorted(closed_form, reverse=True)  # the quick ones first: scored while others train

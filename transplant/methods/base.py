@@ -167,8 +167,12 @@ def register(cls: type[Method]) -> type[Method]:
 
 def auto_candidates(num_samples: int, has_generic_category_module: bool = True) -> tuple[str, ...]:
     """The methods an `auto` job trains, following the data available: data-free ones always, the
-    sample-based ones when samples exist; methods that read f_S only where it is known."""
-    return tuple(name for name, cls in sorted(METHODS.items())
+    sample-based ones when samples exist; methods that read f_S only where it is known.
+
+    Closed-form methods come first: their tasks end in moments, so on a few workers the site scores them
+    while the iterative candidates, queued behind, still train (instead of all of them at the end)."""
+    return tuple(name for name, cls in sorted(METHODS.items(), key=lambda kv: (not issubclass(kv[1], ClosedFormMethod),
+                                                                               kv[0]))
                  if cls.auto_candidate and (num_samples > 0 or not cls.needs_samples)
                  and (has_generic_category_module or not cls.needs_generic_category_module))
 
