@@ -53,10 +53,15 @@ def upload(stub: registry_pb2_grpc.ModuleRegistryStub, header: registry_pb2.Uplo
 
 
 def collect(stream: Iterable[registry_pb2.DownloadReply], name: str,
-            digest: hashlib._Hash | None = None) -> tuple[registry_pb2.ModuleInfo, bytes]:
+            digest: hashlib._Hash | None = None) -> tuple[registry_pb2.ModuleInfo, bytes | bytearray]:
     """(info, bytes) of a Download stream; stops at the first misbehaviour (DownloadError). With `digest`,
-    every chunk is hashed as it arrives, on its own thread (common.stages): no second pass over the bytes."""
+    every chunk is hashed as it arrives, on its own thread (common.stages): no second pass over the bytes.
+
+    When the ModuleInfo announces the size, the chunks are copied into one buffer of that size as they arrive
+    (a bytearray, returned as it is): the module is written into fresh memory once, not once as the chunks
+    and again as their join. Readers take it without a copy (transplant.spec.weights_from_bytes)."""
     info, parts, received = None, [], 0
+    buffer: bytearray | None = None
     hasher: Stage | None = None
     try:
         for reply in stream:
@@ -66,30 +71,42 @@ def collect(stream: Iterable[registry_pb2.DownloadReply], name: str,
                 info = reply.info
                 if digest is not None and info.size_bytes >= OWN_THREAD_BYTES:
                     hasher = Stage("sha256", digest.update)
+                if 0 < info.size_bytes <= MAX_DOWNLOAD_BYTES:
+                    buffer = bytearray(info.size_bytes)
                 continue
             if info is None:
                 raise DownloadError(f"download of {name}: chunk before ModuleInfo")
             chunk = reply.chunk
             if chunk.offset != received:
                 raise DownloadError(f"download of {name}: chunk at offset {chunk.offset}, expected {received}")
-            data = chunk.data  # one copy out of the message, shared by the hash and the result
-            received += len(data)
-            if received > min(info.size_bytes or MAX_DOWNLOAD_BYTES, MAX_DOWNLOAD_BYTES):
+            data = chunk.data  # one copy out of the message
+            end = received + len(data)
+            if end > min(info.size_bytes or MAX_DOWNLOAD_BYTES, MAX_DOWNLOAD_BYTES):
                 raise DownloadError(f"download of {name}: more bytes than announced ({info.size_bytes})")
-            parts.append(data)
+            piece: bytes | memoryview = data
+            if buffer is not None:
+                buffer[received:end] = data
+                piece = memoryview(buffer)[received:end]  # never written again: safe to hash on a thread
+            else:
+                parts.append(data)
+            received = end
             if hasher is not None:
-                hasher.put(data)
+                hasher.put(piece)
             elif digest is not None:
-                digest.update(data)
+                digest.update(piece)
     finally:
         if hasher is not None:
             hasher.close()
     if info is None:
         raise DownloadError(f"download of {name}: empty stream")
-    return info, b"".join(parts)
+    if buffer is None:
+        return info, b"".join(parts)
+    if received < len(buffer):  # fewer bytes than announced: verify() names the shortfall
+        return info, bytes(memoryview(buffer)[:received])
+    return info, buffer
 
 
-def verify(name: str, data: bytes, sha256: str, size_bytes: int, digest: str | None = None) -> None:
+def verify(name: str, data: bytes | bytearray, sha256: str, size_bytes: int, digest: str | None = None) -> None:
     """DownloadError unless `data` has `size_bytes` bytes and digest `sha256` (each checked when given);
     `digest`: the sha256 already computed while the bytes arrived."""
     if size_bytes and len(data) != size_bytes:
@@ -101,7 +118,7 @@ def verify(name: str, data: bytes, sha256: str, size_bytes: int, digest: str | N
 
 def download(stub: registry_pb2_grpc.ModuleRegistryStub, module_id: str, chunk_size: int = 0,
              timeout: float = 300.0, sha256: str = "", size_bytes: int = 0,
-             what: str = "") -> tuple[registry_pb2.ModuleInfo, bytes]:
+             what: str = "") -> tuple[registry_pb2.ModuleInfo, bytes | bytearray]:
     """(info, weights bytes), checked as the module docstring says; chunk_size 0: the server's default."""
     name = what or f"module '{module_id}'"
     call = stub.Download(registry_pb2.DownloadRequest(module_id=module_id, chunk_size=chunk_size), timeout=timeout)
@@ -185,7 +202,7 @@ class RegistryClient:
         return reply.deleted
 
     def download(self, module_id: str, sha256: str = "", size_bytes: int = 0,
-                 what: str = "") -> tuple[registry_pb2.ModuleInfo, bytes]:
+                 what: str = "") -> tuple[registry_pb2.ModuleInfo, bytes | bytearray]:
         """A module's info and weights; offsets, size and sha256 checked against the ref when given."""
         name = what or f"module '{module_id}'"
         return self._call(f"download of {name}", lambda: download(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 _END = None  # what tells a stage the stream is over
 
@@ -17,10 +18,11 @@ _END = None  # what tells a stage the stream is over
 class Stage:
     """Applies `step` to every chunk it is handed; the first error is kept (and raised by `raise_error`)."""
 
-    def __init__(self, name: str, step: Callable[[bytes], object]) -> None:
+    def __init__(self, name: str, step: Callable[[Any], object]) -> None:
+        """`step` takes what `put` is given: bytes, or a memoryview of a buffer that is not written again."""
         self.step = step
         self.error: BaseException | None = None
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=1)
         self._thread = threading.Thread(target=self._run, name=f"stage-{name}", daemon=True)
         self._thread.start()
 
@@ -32,7 +34,7 @@ class Stage:
                 except BaseException as exc:  # noqa: BLE001 - handed to the stream's own thread
                     self.error = exc
 
-    def put(self, chunk: bytes) -> None:
+    def put(self, chunk: bytes | memoryview) -> None:
         self._queue.put(chunk)
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from transplant.adapter import adapter_from_bytes
 from transplant.net import TransplantNet
 from transplant.spec import ModuleSpec, build_module, weights_from_bytes
 
-Fetch = Callable[[str], tuple[registry_pb2.ModuleInfo, bytes]]  # module id -> (info, weights)
+Fetch = Callable[[str], tuple[registry_pb2.ModuleInfo, bytes | bytearray]]  # module id -> (info, weights)
 
 
 def _module(fetch: Fetch, module_id: str):

@@ -100,7 +100,7 @@ class SiteEvaluator:
                                 f"category module {request.category_module.module_id} is not site "
                                 f"'{self.info.site_id}''s own (sha256 differs from the local module)")
 
-    def _download(self, ref: common_pb2.ModuleRef, what: str) -> tuple[registry_pb2.ModuleInfo, bytes]:
+    def _download(self, ref: common_pb2.ModuleRef, what: str) -> tuple[registry_pb2.ModuleInfo, bytes | bytearray]:
         try:
             return self.registry.download(ref.module_id, ref.sha256, ref.size_bytes, f"{what} {ref.module_id}")
         except RegistryError as exc:  # unreachable: UNAVAILABLE; no code: the bytes failed our checks

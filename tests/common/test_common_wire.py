@@ -46,6 +46,17 @@ def test_collect_accepts_a_well_formed_stream() -> None:
     assert data == DATA and info.module_id == "m"
 
 
+def test_collect_writes_the_chunks_into_one_buffer() -> None:
+    """With the size announced, the chunks go straight into one buffer (no list of chunks joined at the end);
+    a stream that ends short returns what arrived, for verify() to refuse."""
+    info, data = collect([_info(), _chunk(0, DATA[:20]), _chunk(20, DATA[20:])], "m", hashlib.sha256())
+    assert isinstance(data, bytearray) and data == DATA
+    _, short = collect([_info(), _chunk(0, DATA[:20])], "m")
+    assert short == DATA[:20]
+    with pytest.raises(DownloadError, match="received 20 bytes, expected 50"):
+        verify("m", short, info.sha256, info.size_bytes)
+
+
 @pytest.mark.parametrize("stream, problem", [
     ([], "empty stream"),
     ([_chunk(0, DATA)], "chunk before ModuleInfo"),

@@ -114,6 +114,29 @@ def test_weights_errors_name_the_tensor():
         weights_from_bytes(truncated, spec)
 
 
+def test_weights_in_a_buffer_are_read_in_place_and_checked_alike():
+    """A download's bytearray is read without a copy (the tensors are views of it); a NaN or a wrong shape
+    in it is refused just as in bytes; a header whose length leaves the data unaligned is copied, not viewed."""
+    spec = parse_spec(tiny_doc())
+    module = build_module(spec)
+    data = bytearray(weights_to_bytes(module))
+    tensors = weights_from_bytes(data, spec)
+    start = torch.frombuffer(data, dtype=torch.uint8).data_ptr()
+    for name, tensor in tensors.items():
+        assert start <= tensor.data_ptr() < start + len(data), f"{name} was copied"
+        assert torch.equal(tensor, module.weights()[name])
+    x = torch.rand(2, *spec.input_shape)
+    assert torch.equal(build_module(spec, tensors)(x), module(x))
+    poisoned = {k: v.clone() for k, v in module.weights().items()}
+    poisoned["fc.bias"][0] = float("nan")
+    with pytest.raises(WeightsError, match="NaN or Inf"):
+        weights_from_bytes(bytearray(st_save(poisoned)), spec)
+    header_length = int.from_bytes(data[:8], "little")
+    shifted = bytearray((header_length + 1).to_bytes(8, "little")) + data[8:8 + header_length] + b" " + data[8 + header_length:]
+    for name, tensor in weights_from_bytes(shifted, spec).items():
+        assert torch.equal(tensor, module.weights()[name])
+
+
 def test_json_nested_100000_deep_is_a_clear_error():
     """Hostile nesting is refused like any malformed document, without Python's recursion message."""
     from transplant.adapter import AdapterConfig, AdapterConfigError

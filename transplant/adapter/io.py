@@ -4,13 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from transplant.adapter.config import AdapterConfig, AdapterConfigError
 from transplant.adapter.layer import Adapter
-from transplant.spec.tensorcheck import WeightsError, check_bytes, expect_float32, parse_header
+from transplant.spec.build import checked_tensors
+from transplant.spec.tensorcheck import WeightsError, parse_header
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -34,7 +33,7 @@ def expected_shapes(config: AdapterConfig) -> dict[str, list[int]]:
     return shapes
 
 
-def declared_shapes(weights: bytes) -> dict[str, list[int]]:
+def declared_shapes(weights: bytes | bytearray) -> dict[str, list[int]]:
     """Tensor shapes a safetensors payload declares in its header (the data itself is not read)."""
     try:
         header = parse_header(weights)
@@ -43,7 +42,8 @@ def declared_shapes(weights: bytes) -> dict[str, list[int]]:
     return {name: list(t.shape) for name, t in header.tensors.items()}
 
 
-def adapter_from_bytes(config_json: str | bytes, weights: bytes, channels: int | None = None) -> Adapter:
+def adapter_from_bytes(config_json: str | bytes, weights: bytes | bytearray,
+                       channels: int | None = None) -> Adapter:
     """Rebuild an adapter, checking every tensor's name, shape, dtype and finiteness.
 
     Shapes are checked against the safetensors header before anything is allocated, so a small
@@ -56,12 +56,9 @@ def adapter_from_bytes(config_json: str | bytes, weights: bytes, channels: int |
     if declared != wanted:
         raise AdapterConfigError(f"adapter weights declare {declared}, the config needs {wanted}")
     try:
-        check_bytes(weights, expect_float32({k: tuple(v) for k, v in wanted.items()}))
-        tensors = st_load(weights)
+        tensors = checked_tensors(weights, {k: tuple(v) for k, v in wanted.items()})
     except WeightsError as exc:
         raise AdapterConfigError(f"adapter {exc}") from None
-    except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
-        raise AdapterConfigError(f"adapter weights are not a valid safetensors file: {exc}") from None
     adapter = Adapter(config)
     adapter.load_state_dict(tensors)
     return adapter.eval()

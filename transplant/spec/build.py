@@ -1,6 +1,7 @@
 """Build runnable torch modules from specs; weights in and out as safetensors (never pickle)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -74,13 +75,31 @@ def weights_to_bytes(module: SpecModule) -> bytes:
     return st_save(module.weights(), metadata={"spec": module.spec.name})
 
 
-def weights_from_bytes(data: bytes, spec: ModuleSpec | None = None) -> dict[str, torch.Tensor]:
+def weights_from_bytes(data: bytes | bytearray, spec: ModuleSpec | None = None) -> dict[str, torch.Tensor]:
     """Parse safetensors bytes (a format that cannot execute code); with a spec, the bytes are checked
     against it first (header, then every value in one numpy pass), before any tensor is allocated."""
     if spec is not None:
-        check_bytes(data, expect_float32(parameter_shapes(spec)))
+        return checked_tensors(data, parameter_shapes(spec))
+    return _safetensors(data)
+
+
+def checked_tensors(data: bytes | bytearray, expected: Mapping[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """The float32 tensors of a safetensors file, checked against `expected` (names, shapes, finite values).
+    A bytearray (what a checked download returns) is read in place: the tensors are views of it, no copy."""
+    header = check_bytes(data, expect_float32({k: tuple(v) for k, v in expected.items()}))
+    if not isinstance(data, bytearray) or sys.byteorder != "little":
+        return _safetensors(data)
+    tensors = {}
+    for t in header.tensors.values():
+        offset, count = header.data_start + t.begin, (t.end - t.begin) // 4
+        view = torch.frombuffer(data, dtype=torch.float32, count=count, offset=offset) if count else torch.empty(0)
+        tensors[t.name] = (view if offset % 4 == 0 else view.clone()).reshape(t.shape)  # aligned, or copied
+    return tensors
+
+
+def _safetensors(data: bytes | bytearray) -> dict[str, torch.Tensor]:
     try:
-        return st_load(data)
+        return st_load(bytes(data))  # no copy for bytes
     except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
         raise WeightsError(f"weights are not a valid safetensors file: {exc}") from None
 

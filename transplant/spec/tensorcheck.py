@@ -193,7 +193,7 @@ class StreamCheck:
         self._position = 0            # bytes of the data section seen
         self._carry = b""             # a partial element at a piece boundary
 
-    def feed(self, data: bytes | memoryview) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         if self._header is None:
             view = self._feed_head(view)
@@ -254,7 +254,7 @@ class StreamCheck:
         return self._header
 
 
-def check_bytes(data: bytes, rules: Rules) -> Header:
+def check_bytes(data: bytes | bytearray, rules: Rules) -> Header:
     """The whole check on bytes already in memory (one pass, no copy)."""
     check = StreamCheck(len(data), rules)
     check.feed(data)
