@@ -3,9 +3,10 @@
 Only spec JSON and safetensors bytes travel, in chunks of at most CHUNK_SIZE. The stream functions
 take a stub and raise grpc.RpcError as it comes; `RegistryClient` adds retries (UNAVAILABLE, with
 exponential backoff: the coordinator may be starting or restarting) and turns every other status
-into a RegistryError naming the module. Every download is checked: one ModuleInfo first, chunks at
-the expected offsets, no more bytes than announced (nor than MAX_DOWNLOAD_BYTES), then the size and
-sha256 against the caller's ref, or else against the announced ones.
+into a RegistryError naming the module. Every download is checked: one ModuleInfo first (announcing the
+size the caller's ref gives, when it gives one), chunks at the expected offsets, no more bytes than
+announced (nor than MAX_DOWNLOAD_BYTES), then the size and sha256 against the caller's ref, or else against
+the announced ones.
 """
 from __future__ import annotations
 
@@ -52,14 +53,15 @@ def upload(stub: registry_pb2_grpc.ModuleRegistryStub, header: registry_pb2.Uplo
     return stub.Upload(upload_requests(header, data, chunk_size), timeout=timeout)
 
 
-def collect(stream: Iterable[registry_pb2.DownloadReply], name: str,
-            digest: hashlib._Hash | None = None) -> tuple[registry_pb2.ModuleInfo, bytes | bytearray]:
+def collect(stream: Iterable[registry_pb2.DownloadReply], name: str, digest: hashlib._Hash | None = None,
+            size_bytes: int = 0) -> tuple[registry_pb2.ModuleInfo, bytes | bytearray]:
     """(info, bytes) of a Download stream; stops at the first misbehaviour (DownloadError). With `digest`,
     every chunk is hashed as it arrives, on its own thread (common.stages): no second pass over the bytes.
 
     When the ModuleInfo announces the size, the chunks are copied into one buffer of that size as they arrive
     (a bytearray, returned as it is): the module is written into fresh memory once, not once as the chunks
-    and again as their join. Readers take it without a copy (transplant.spec.weights_from_bytes)."""
+    and again as their join. Readers take it without a copy (transplant.spec.weights_from_bytes). With
+    `size_bytes` (the caller's ref), an announcement of another size ends the stream before any allocation."""
     info, parts, received = None, [], 0
     buffer: bytearray | None = None
     hasher: Stage | None = None
@@ -69,6 +71,9 @@ def collect(stream: Iterable[registry_pb2.DownloadReply], name: str,
                 if info is not None:
                     raise DownloadError(f"download of {name}: second ModuleInfo in the stream")
                 info = reply.info
+                if size_bytes and info.size_bytes and info.size_bytes != size_bytes:
+                    raise DownloadError(f"download of {name}: announces {info.size_bytes} bytes, the ref says "
+                                        f"{size_bytes}")
                 if digest is not None and info.size_bytes >= OWN_THREAD_BYTES:
                     hasher = Stage("sha256", digest.update)
                 if 0 < info.size_bytes <= MAX_DOWNLOAD_BYTES:
@@ -124,7 +129,7 @@ def download(stub: registry_pb2_grpc.ModuleRegistryStub, module_id: str, chunk_s
     call = stub.Download(registry_pb2.DownloadRequest(module_id=module_id, chunk_size=chunk_size), timeout=timeout)
     digest = hashlib.sha256()
     try:
-        info, data = collect(call, name, digest)
+        info, data = collect(call, name, digest, size_bytes)
     finally:
         call.cancel()  # no-op once complete; stops the server stream if we bailed out early
     verify(name, data, sha256 or info.sha256, size_bytes or info.size_bytes, digest.hexdigest())

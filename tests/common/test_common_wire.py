@@ -55,6 +55,8 @@ def test_collect_writes_the_chunks_into_one_buffer() -> None:
     assert short == DATA[:20]
     with pytest.raises(DownloadError, match="received 20 bytes, expected 50"):
         verify("m", short, info.sha256, info.size_bytes)
+    with pytest.raises(DownloadError, match="announces 1073741824 bytes, the ref says 50"):  # nothing allocated
+        collect([_info(size=1 << 30), _chunk(0, DATA)], "m", size_bytes=len(DATA))
 
 
 @pytest.mark.parametrize("stream, problem", [
