@@ -157,9 +157,10 @@ from protos.nt.v1 import registry_pb2_grpc
 address, module_id, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
 channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
 sys.stdin.readline()  # wait until the sampler runs
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 info, data = download(registry_pb2_grpc.ModuleRegistryStub(channel), module_id, chunk, timeout=1800)
-print(json.dumps({"seconds": time.perf_counter() - start, "size": len(data)}), flush=True)
+print(json.dumps({"seconds": time.perf_counter() - start, "size": len(data), "cpu": time.process_time() - cpu}),
+      flush=True)
 """
 
 

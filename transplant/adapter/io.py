@@ -56,7 +56,7 @@ def adapter_from_bytes(config_json: str | bytes, weights: bytes | bytearray,
     if declared != wanted:
         raise AdapterConfigError(f"adapter weights declare {declared}, the config needs {wanted}")
     try:
-        tensors = checked_tensors(weights, {k: tuple(v) for k, v in wanted.items()})
+        tensors = checked_tensors(weights, wanted)
     except WeightsError as exc:
         raise AdapterConfigError(f"adapter {exc}") from None
     adapter = Adapter(config)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -83,7 +83,7 @@ def weights_from_bytes(data: bytes | bytearray, spec: ModuleSpec | None = None) 
     return _safetensors(data)
 
 
-def checked_tensors(data: bytes | bytearray, expected: Mapping[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+def checked_tensors(data: bytes | bytearray, expected: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
     """The float32 tensors of a safetensors file, checked against `expected` (names, shapes, finite values).
     A bytearray (what a checked download returns) is read in place: the tensors are views of it, no copy."""
     header = check_bytes(data, expect_float32({k: tuple(v) for k, v in expected.items()}))
