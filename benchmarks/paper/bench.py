@@ -51,9 +51,11 @@ CHOICES = [
     "Exp.1 f_S = f itself, which makes it an oracle-like baseline there). Methods beyond the paper: probe_stitch "
     "(the same least squares on 512 procedural probe images the coordinator owns: textures, shapes, noise; "
     "data-free), weight_match (the channel permutation recovered from the two category modules' weights alone by "
-    "layer-wise linear assignment, plus a per-channel scale; data-free), hybrid (the data-free solution closest "
+    "layer-wise linear assignment, plus a per-channel scale; data-free), probe_distill (the teacher's answers distilled "
+    "through the generic task module on the probes and on probes the teacher itself turned into its category by "
+    "gradient steps on the pixels; data-free), hybrid (the data-free solution closest "
     "to f_S on the sample images, refined by the task loss) and the identity (beta-only) adapter as a control. "
-    "Data-free methods that ignore samples (probe_stitch, weight_match, identity) run once, at 0 samples; "
+    "Data-free methods that ignore samples (probe_stitch, weight_match, probe_distill, identity) run once, at 0 samples; "
     "back-distill runs with 0 and with samples; Table 3/4 in the paper have no 0-sample rows.",
     "Table 4: targets {table4_targets}; per target, a 'leave-one-out' net with one category module per member category (all similar + "
     "dissimilar categories except the target, {loo_train_per_category} images each, negatives = other members) "

@@ -11,6 +11,7 @@ from benchmarks.paper.paper_numbers import PAPER, paper_value
 from transplant.tasks import lower_is_better
 
 METHOD_ORDER = ("identity", "direct_learn", "distill", "jacobian", "lstsq", "hybrid", "probe_stitch", "weight_match",
+                "probe_distill",
                 "back_distill_mean", "back_distill")
 CONTROLS = ("identity",)  # not a method one would choose: excluded from "best method" figures
 REGIME_TEXT = {

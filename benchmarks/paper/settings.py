@@ -8,7 +8,7 @@ from transplant.architectures import VGGConfig, vgg_small
 from transplant.data import CATEGORIES, HARD_NEGATIVES, RANDOM_NEGATIVES
 
 ALL_METHODS = ("back_distill", "direct_learn", "distill", "jacobian", "lstsq", "probe_stitch", "weight_match",
-               "hybrid", "identity")
+               "hybrid", "identity", "probe_distill")
 EXPERIMENTS = ("exp1", "exp2", "exp3", "table4")
 # paper: classifiers are "a category vs random images" (dissimilar categories + backgrounds) and every net
 #   is fine-tuned from one shared pre-trained base, as the paper's VOC nets start from ImageNet's VGG-16;

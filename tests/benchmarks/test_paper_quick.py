@@ -61,7 +61,7 @@ def test_quick_bench_all(tmp_path):
     _check_rows(rows)
     assert {r["experiment"] for r in rows} == {"exp2", "exp3", "table4"}
     assert {"back_distill", "direct_learn", "distill", "jacobian", "lstsq", "probe_stitch", "weight_match", "hybrid",
-            "identity"} <= {r["method"] for r in rows if r["experiment"] == "exp2"}
+            "identity", "probe_distill"} <= {r["method"] for r in rows if r["experiment"] == "exp2"}
     assert {r["adapter_layers"] for r in rows if r["experiment"] == "exp2"} == {1, 3}
     assert {r["metric"] for r in rows if r["experiment"] == "exp3"} == {"pixel_accuracy", "iou"}
     assert json.loads((below / "paper_meta.json").read_text())["background_pixel_accuracy"]

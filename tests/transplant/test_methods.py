@@ -23,7 +23,7 @@ def problem_for(net, data, config, samples=0):
 
 def test_registry_knows_every_method():
     assert set(METHODS) == {"back_distill", "direct_learn", "distill", "jacobian", "lstsq", "probe_stitch",
-                            "weight_match", "hybrid", "identity"}
+                            "weight_match", "hybrid", "identity", "probe_distill"}
     with pytest.raises(ValueError, match="unknown method 'magic'"):
         get_method("magic")
 
@@ -49,7 +49,8 @@ def test_each_method_trains_only_the_adapter_and_is_deterministic(method, digits
     assert state_hash(net) == frozen_before
     if first.steps:
         losses = [h["loss"] for h in first.history]
-        assert losses[-1] < losses[0]
+        # probe_distill starts from weight matching, which inside one net is already exact (KL ~ 0): nothing to learn
+        assert losses[-1] < losses[0] or (method == "probe_distill" and losses[0] < 1e-3)
 
 
 def test_lstsq_stitching_undoes_a_reorder_in_closed_form(digits_teacher):
