@@ -114,6 +114,60 @@ def jobs_per_hour(workdir: Path, jobs: int) -> dict[str, float]:
     return figures
 
 
+def _bare_trainer(jobs: int, ready, go, out) -> None:
+    """One process doing what a Ray worker does for a benchmark job, minus Ray, gRPC and the sites: set up
+    the problem (pseudo-gradient pool included) and train, `jobs` times; reports its seconds."""
+    from transplant.architectures import CLASSIFICATION, teacher_specs, vgg_small
+    from transplant.data.digits import load_digits_category
+    from transplant.job import JobConfig, make_problem, run_job
+    from transplant.runtime import configure_threads
+    from transplant.teacher import TeacherTraining, train_teacher
+
+    configure_threads(1)
+    nets = []
+    for digit in (3, 5):  # the generic and the new site's nets of the job benchmark
+        data = load_digits_category(digit, seed=0, size=16)
+        cfg = vgg_small(width=8, depth=3, image_size=16, in_channels=1)
+        nets.append(train_teacher(teacher_specs(cfg, (CLASSIFICATION,)), data.train.images, data.train.labels,
+                                  config=TeacherTraining(epochs=1, seed=digit)))
+    generic, new = nets
+    config = JobConfig.create(task=CLASSIFICATION, method="back_distill", adapter_layers=ADAPTER_LAYERS,
+                              kernel_size=ADAPTER_KERNEL, steps=STEPS)
+    ready.set()
+    go.wait()
+    start = time.perf_counter()
+    for _ in range(jobs):
+        run_job(config, make_problem(config, new.category, new.task_module(CLASSIFICATION),
+                                     generic.task_module(CLASSIFICATION), 1.0,
+                                     generic_category_module=generic.category))
+    out.put(time.perf_counter() - start)
+
+
+def bare_scaling(jobs: int) -> dict[str, float]:
+    """The same training in 1 and in 2 plain processes side by side (no Ray, no coordinator, no sites):
+    the machine's own limit for `jobs_2_over_1_worker` (2 = two cores that never get in each other's way)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    seconds = {}
+    for processes in (1, 2):
+        out, go = ctx.Queue(), ctx.Event()
+        readies = [ctx.Event() for _ in range(processes)]
+        procs = [ctx.Process(target=_bare_trainer, args=(jobs, r, go, out)) for r in readies]
+        for proc in procs:
+            proc.start()
+        for ready in readies:
+            ready.wait()
+        go.set()
+        times = [out.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+        seconds[processes] = max(times)
+    per_hour = {n: n * jobs / seconds[n] * 3600 for n in (1, 2)}
+    return {"bare_jobs_per_hour_1_process": per_hour[1], "bare_jobs_per_hour_2_processes": per_hour[2],
+            "bare_2_over_1_process": per_hour[2] / per_hour[1]}
+
+
 def auto_figures(workdir: Path) -> dict[str, float | str]:
     """Wall time (start to end of its run) of one `auto` job with shared samples, and of each of its
     candidates alone as a single-method job, on the same 2-worker Ray; jobs run one at a time."""

@@ -357,11 +357,13 @@ def _verify_stored(store_root: Path, weights: Path) -> bool:
 
 
 def system_figures(quick: bool = False) -> dict[str, object]:
-    from benchmarks.perf_jobs import auto_figures, jobs_per_hour
+    from benchmarks.perf_jobs import auto_figures, bare_scaling, jobs_per_hour
 
     figures: dict[str, object] = dict(upload_figures(50 if quick else 500))
     with tempfile.TemporaryDirectory() as tmp:
         figures.update(jobs_per_hour(Path(tmp), 2 if quick else 12))
+        figures.update(bare_scaling(1 if quick else 6))
+        figures["jobs_2_over_1_worker_of_bare"] = figures["jobs_2_over_1_worker"] / figures["bare_2_over_1_process"]
         figures.update(auto_figures(Path(tmp)))
     figures["load_average_1min_at_end"] = os.getloadavg()[0]  # other work on the machine while measuring
     return figures

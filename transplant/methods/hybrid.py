@@ -10,15 +10,12 @@ does from a random start.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from transplant.adapter import Adapter
-from transplant.methods.base import METHODS, Method, register
+from transplant.methods.base import Method, register
+from transplant.methods.stitching import best_data_free_start
 from transplant.tasks import get_task
-
-STARTS = ("weight_match", "probe_stitch", "identity")
 
 
 @register
@@ -28,24 +25,8 @@ class Hybrid(Method):
     auto_candidate = True
 
     def warm_start(self, adapter: Adapter) -> None:
-        best, self.start_scores = None, {}
         every = torch.arange(len(self.labelled()[1]))
-        for name in STARTS:
-            method = METHODS[name]
-            if method.needs_generic_category_module and self.problem.generic_category_module is None:
-                continue
-            trial = copy.deepcopy(adapter)
-            try:
-                method(self.problem, self.config, self.generator).solve(trial)
-            except ValueError:  # e.g. weight_match across different architectures
-                continue
-            score = self._score(trial.eval(), every)
-            self.start_scores[name] = score
-            if best is None or score < best[0]:
-                best = (score, name, trial)
-        if best is not None:
-            self.start = best[1]
-            adapter.load_state_dict(best[2].state_dict())
+        self.start, self.start_scores = best_data_free_start(self, adapter, lambda trial: self._score(trial, every))
 
     @torch.no_grad()
     def _score(self, adapter: Adapter, idx: torch.Tensor) -> tuple[float, float]:

@@ -11,17 +11,15 @@ data-free closed-form solution whose answers on those images are closest to the 
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from transplant.adapter import Adapter
-from transplant.methods.base import METHODS, Method, register
+from transplant.methods.base import Method, register
+from transplant.methods.stitching import best_data_free_start
 from transplant.probes import probes_for
 from transplant.spec.schema import preprocess_of
 from transplant.tasks import get_task
 
-STARTS = ("weight_match", "probe_stitch", "identity")
 PROBES = 256           # plain probes, and as many turned into the category
 INVERSION_STEPS = 40
 INVERSION_LR = 0.05    # in units of the pixel range
@@ -57,23 +55,11 @@ class ProbeDistill(Method):
         with torch.no_grad():
             self.inputs = torch.cat([p.category_module(x) for x in images.split(CHUNK)])
             self.targets = torch.cat([p.teacher_task(x) for x in self.inputs.split(CHUNK)])
-        best = None
-        for name in STARTS:
-            method = METHODS[name]
-            if method.needs_generic_category_module and p.generic_category_module is None:
-                continue
-            trial = copy.deepcopy(adapter)
-            try:
-                method(p, self.config, self.generator).solve(trial)
-            except ValueError:  # e.g. weight_match across different architectures
-                continue
-            with torch.no_grad():
-                score = float(self._distill(trial.eval(), torch.arange(len(self.inputs))))
-            if best is None or score < best[0]:
-                best = (score, name, trial)
-        if best is not None:
-            self.start = best[1]
-            adapter.load_state_dict(best[2].state_dict())
+        self.start, _ = best_data_free_start(self, adapter, self._start_score)
+
+    @torch.no_grad()
+    def _start_score(self, adapter: Adapter) -> float:
+        return float(self._distill(adapter, torch.arange(len(self.inputs))))
 
     def _invert(self, start: torch.Tensor) -> torch.Tensor:
         """Probes moved by gradient steps until the teacher sees its category in them (pixels stay in range)."""

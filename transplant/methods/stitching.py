@@ -5,11 +5,19 @@ every deeper conv the identity, which after a ReLU passes its (non-negative) inp
 """
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from transplant.adapter import Adapter
 
+if TYPE_CHECKING:
+    from transplant.methods.base import Method
+
 RIDGE = 1e-3
+DATA_FREE_STARTS = ("weight_match", "probe_stitch", "identity")  # where hybrid and probe_distill begin
 
 
 @torch.no_grad()
@@ -68,3 +76,29 @@ def permutation_recovery(adapter: Adapter) -> float | None:
     inverse = torch.argsort(torch.tensor(perm))
     found = effective_map(adapter).abs().argmax(1)
     return float((found == inverse).float().mean())
+
+
+def best_data_free_start(method: "Method", adapter: Adapter,
+                          score: Callable[[Adapter], Any]) -> tuple[str | None, dict[str, Any]]:
+    """Solve each data-free closed-form start that applies to `method`'s problem and load the one with the
+    lowest `score` into `adapter` (left as it is when none applies): (its name or None, every start's score)."""
+    from transplant.methods.base import METHODS
+
+    best, scores = None, {}
+    problem = method.problem
+    for name in DATA_FREE_STARTS:
+        cls = METHODS[name]
+        if cls.needs_generic_category_module and problem.generic_category_module is None:
+            continue
+        trial = copy.deepcopy(adapter)
+        try:
+            cls(problem, method.config, method.generator).solve(trial)
+        except ValueError:  # e.g. weight_match across different architectures
+            continue
+        scores[name] = score(trial.eval())
+        if best is None or scores[name] < scores[best[0]]:
+            best = (name, trial)
+    if best is None:
+        return None, scores
+    adapter.load_state_dict(best[1].state_dict())
+    return best[0], scores
