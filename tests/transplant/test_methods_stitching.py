@@ -128,5 +128,9 @@ def test_auto_candidates_follow_the_data_available():
     assert {"lstsq", "direct_learn", "hybrid"} <= set(with_samples) and set(data_free) <= set(with_samples)
     assert not any(METHODS[m].needs_generic_category_module for m in auto_candidates(20, False))
     assert "jacobian" not in with_samples and "distill" not in with_samples
+    closed = [issubclass(METHODS[m], ClosedFormMethod) for m in with_samples]
+    assert closed == sorted(closed, reverse=True)  # the moments-long closed-form jobs first, then ...
+    costs = [METHODS[m].relative_cost for m in with_samples if not issubclass(METHODS[m], ClosedFormMethod)]
+    assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]  # ... the costliest first
     closed_form = [issubclass(METHODS[m], ClosedFormMethod) for m in with_samples]
     assert closed_form == sorted(closed_form, reverse=True)  # the quick ones first: scored while others train

@@ -53,6 +53,7 @@ def solve_one_layer(adapter: Adapter, pool: PseudoGradientPool, ridge: float = 1
 class BackDistill(Method):
     name = "back_distill"
     auto_candidate = True
+    relative_cost = 2.0
 
     def __init__(self, problem: TransplantProblem, config: TrainConfig, generator: torch.Generator):
         super().__init__(problem, config, generator)

@@ -86,6 +86,7 @@ class Method(ABC):
     uses_samples = True                     # False: the result is the same with or without samples
     needs_generic_category_module = False   # reads f_S, the generic net's own category module
     auto_candidate = False                  # part of the `auto` method's candidate set
+    relative_cost = 1.0    # one job's wall time over direct_learn's (perf.json auto_single_job_s): `auto` order
 
     def __init__(self, problem: TransplantProblem, config: TrainConfig, generator: torch.Generator):
         if self.needs_samples and problem.num_samples == 0:
@@ -170,9 +171,13 @@ def auto_candidates(num_samples: int, has_generic_category_module: bool = True) 
     sample-based ones when samples exist; methods that read f_S only where it is known.
 
     Closed-form methods come first: their tasks end in moments, so on a few workers the site scores them
-    while the iterative candidates, queued behind, still train (instead of all of them at the end)."""
-    return tuple(name for name, cls in sorted(METHODS.items(), key=lambda kv: (not issubclass(kv[1], ClosedFormMethod),
-                                                                               kv[0]))
+    while the iterative candidates, queued behind, still train (instead of all of them at the end). The
+    iterative ones follow costliest first: on fewer workers than candidates, starting the longest job last
+    would add all of it to the job's wall time (longest-processing-time-first scheduling)."""
+    def order(kv: tuple[str, type[Method]]) -> tuple[bool, float, str]:
+        return not issubclass(kv[1], ClosedFormMethod), -kv[1].relative_cost, kv[0]
+
+    return tuple(name for name, cls in sorted(METHODS.items(), key=order)
                  if cls.auto_candidate and (num_samples > 0 or not cls.needs_samples)
                  and (has_generic_category_module or not cls.needs_generic_category_module))
 

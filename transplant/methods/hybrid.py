@@ -23,6 +23,7 @@ class Hybrid(Method):
     name = "hybrid"
     needs_samples = True
     auto_candidate = True
+    relative_cost = 1.2
 
     def warm_start(self, adapter: Adapter) -> None:
         every = torch.arange(len(self.labelled()[1]))

@@ -46,6 +46,7 @@ class ProbeDistill(Method):
     name = "probe_distill"
     uses_samples = False
     auto_candidate = True
+    relative_cost = 2.6
 
     def warm_start(self, adapter: Adapter) -> None:
         p = self.problem
