@@ -22,7 +22,7 @@ from demo.processes import ROOT, Processes, free_port, wait_for
 from demo.sites import Group, coordinator_ready, default_groups, site_ready, start_base, start_site
 from demo.table import Jobs, print_table, results_table
 from protos.nt.v1 import control_pb2, control_pb2_grpc, registry_pb2_grpc
-from transplant.methods import AUTO, TrainConfig
+from transplant.methods import AUTO, TrainConfig, auto_candidates
 
 MAX_MESSAGE = 64 << 20  # as the admin CLI: net and job-history replies may exceed gRPC's 4 MiB default
 
@@ -172,7 +172,8 @@ def run_demo(opts: DemoOptions) -> list[dict[str, Any]]:
         wait_for_sites(opts, procs, registry, endpoints, started)
         time.sleep(3)  # one heartbeat round: the coordinator now knows every site's endpoint
         jobs = submit_jobs(opts, control)
-        print(f"submitted {len(jobs)} transplant jobs (back-distillation, {opts.samples} samples each)", flush=True)
+        print(f"submitted {len(jobs)} transplant jobs (method auto: {len(auto_candidates(opts.samples, True))} "
+              f"candidates each, {opts.samples} samples)", flush=True)
         finished = wait_for_jobs(control, [j[3] for j in jobs], procs, opts.timeout_s)
         rows = results_table(jobs, finished, registry, opts.workdir)
         nets = {group.generic.site_id: download_net(control, registry, opts.workdir / "nets" / group.generic.site_id,
