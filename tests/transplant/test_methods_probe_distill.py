@@ -69,3 +69,26 @@ def test_inversion_turns_probes_into_images_of_the_teachers_category(digits_teac
 def test_probe_distill_is_a_data_free_auto_candidate():
     assert "probe_distill" in auto_candidates(0) and "probe_distill" in auto_candidates(20)
     assert not METHODS["probe_distill"].needs_samples and not METHODS["probe_distill"].uses_samples
+
+
+def test_segmentation_teachers_are_asked_to_see_an_object_and_their_answers_distilled():
+    from transplant.architectures import SEGMENTATION, teacher_specs, vgg_small
+    from transplant.methods.probe_distill import _blob_masks
+    from transplant.teacher import TeacherNet
+
+    torch.manual_seed(0)
+    net = TeacherNet(teacher_specs(vgg_small(width=4, depth=3, image_size=16, fc=16), (SEGMENTATION,)))
+    seg = net.task_module(SEGMENTATION)
+    config = JobConfig.create(task=SEGMENTATION, method="probe_distill", adapter_layers=1, reorder=True, steps=30)
+    problem = make_problem(config, net.category, seg, seg, beta=1.0, generic_category_module=net.category)
+    method = METHODS["probe_distill"](problem, config.train, torch.Generator().manual_seed(0))
+    probes = probes_for(net.category.spec, 32)
+    masks = _blob_masks(32, 16, 16, torch.Generator().manual_seed(0))
+    inverted = method._invert(probes)  # the method's generator is seeded alike: the same ellipses
+    with torch.no_grad():
+        def agreement(x):
+            return float((seg(net.category(x)).argmax(1) == masks).float().mean())
+        assert agreement(inverted) > agreement(probes) + 0.2
+    result = run_job(config, problem)
+    losses = [h["loss"] for h in result.history]
+    assert result.steps == 30 and min(losses) >= -1e-6  # a KL: never below 0
