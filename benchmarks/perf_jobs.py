@@ -19,6 +19,7 @@ ADAPTER_LAYERS, ADAPTER_KERNEL = 2, 1
 STEPS = 300
 SAMPLES = 20
 POLL_S = 0.5
+SITE_NET = {"size": 16, "width": 8, "depth": 3}  # both sites' nets, in the Ray benchmark and the bare one
 
 
 def _ensure_ray() -> None:
@@ -47,7 +48,7 @@ def cluster(workdir: Path, name: str, workers: int) -> Iterator:
         for site_id, digit in (("generic", "3"), ("new", "5")):
             workspace = workdir / f"site-{site_id}"  # trained once, pushed to every cluster
             if not workspace.exists():
-                train_site(TrainOptions(site_id=site_id, data=f"digits:{digit}", size=16, width=8, depth=3,
+                train_site(TrainOptions(site_id=site_id, data=f"digits:{digit}", **SITE_NET,
                                         epochs=5, share_samples=SAMPLES), workspace, progress=False)
             with RegistryClient(handle.address) as registry:
                 registry.push_workspace(workspace, progress=False)
@@ -126,8 +127,8 @@ def _bare_trainer(jobs: int, ready, go, out) -> None:
     configure_threads(1)
     nets = []
     for digit in (3, 5):  # the generic and the new site's nets of the job benchmark
-        data = load_digits_category(digit, seed=0, size=16)
-        cfg = vgg_small(width=8, depth=3, image_size=16, in_channels=1)
+        data = load_digits_category(digit, seed=0, size=SITE_NET["size"])
+        cfg = vgg_small(width=SITE_NET["width"], depth=SITE_NET["depth"], image_size=SITE_NET["size"], in_channels=1)
         nets.append(train_teacher(teacher_specs(cfg, (CLASSIFICATION,)), data.train.images, data.train.labels,
                                   config=TeacherTraining(epochs=1, seed=digit)))
     generic, new = nets

@@ -110,8 +110,9 @@ class Method(ABC):
         assert self.problem.samples is not None and self.features is not None, "no labelled samples"
         return self.problem.samples, self.features
 
-    def sample_batch(self) -> torch.Tensor:
-        n = len(self.labelled()[1])
+    def sample_batch(self, n: int | None = None) -> torch.Tensor:
+        """One step's indices out of n items (default: the labelled samples); all of them when few."""
+        n = len(self.labelled()[1]) if n is None else n
         if n <= self.config.batch_size:
             return torch.arange(n)
         return torch.randperm(n, generator=self.generator)[: self.config.batch_size]

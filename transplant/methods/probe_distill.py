@@ -90,6 +90,5 @@ class ProbeDistill(Method):
         return soft_loss(student, target) - soft_loss(target, target)
 
     def loss(self, adapter: Adapter) -> tuple[torch.Tensor, dict[str, float]]:
-        idx = torch.randperm(len(self.inputs), generator=self.generator)[: self.config.batch_size]
-        distill = self._distill(adapter, idx)
+        distill = self._distill(adapter, self.sample_batch(len(self.inputs)))
         return distill, {"distill_loss": float(distill.detach())}
